@@ -1,0 +1,3 @@
+from avloc.cli import main
+
+raise SystemExit(main())
