@@ -1,0 +1,1 @@
+"""Datasets, the synthetic benchmark, the feature cache and training samplers."""

@@ -1,0 +1,212 @@
+"""The feature cache: per-clip encoder feature maps in one HDF5 file.
+
+Layout of ``FILE.h5``::
+
+    attrs                    format, format_version and the extraction metadata (CacheMeta)
+    clips/<quoted id>/       one group per clip (the id percent-quoted: HDF5 names cannot hold '/')
+        visual   (T, C, h, w) float32
+        audio    (T, C, m, n) float32
+        times    (T,) float64  seconds of every step
+
+Extraction is resumable and crash-safe because the HDF5 file is never written in place:
+finished clips go to ``FILE.h5.parts/<quoted id>.npz`` (each written to a temporary name and
+renamed), and once every clip of the dataset has a part the parts and any previous
+``FILE.h5`` are merged into a temporary file that is renamed onto ``FILE.h5``. A killed run
+leaves at worst a stray temporary file, never a corrupt entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import h5py
+import numpy as np
+
+from avloc.atomic import atomic_path
+from avloc.types import AvlocError
+
+FORMAT = "avloc-features"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheMeta:
+    """How the features in a cache were made; two caches are compatible iff these match."""
+
+    visual_encoder: str
+    visual_weights: str
+    audio_encoder: str
+    audio_weights: str
+    fps: float
+    size: int | None
+    sample_rate: int
+    audio_window: float
+    mel: str  # the MelConfig as sorted JSON
+    avloc_version: str
+
+    def differences(self, other: CacheMeta) -> list[str]:
+        """Fields that differ, ignoring the library version that wrote them."""
+        mine, theirs = asdict(self), asdict(other)
+        return [key for key in mine if key != "avloc_version" and mine[key] != theirs[key]]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> CacheMeta:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class ClipFeatures:
+    """Encoder outputs of one clip (or of a window of it)."""
+
+    visual: np.ndarray  # (T, C, h, w)
+    audio: np.ndarray  # (T, C, m, n)
+    times: np.ndarray  # (T,)
+
+
+def clip_key(clip_id: str) -> str:
+    """HDF5/file-system safe name of a clip id."""
+    return quote(clip_id, safe="")
+
+
+class FeatureCache:
+    """Read-only access to a finished ``FILE.h5``; the file is opened lazily in each process."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AvlocError(f"{self.path}: no such feature cache (make one with `avloc extract`)")
+        try:
+            with h5py.File(self.path, "r") as h5:
+                if h5.attrs.get("format") != FORMAT:
+                    raise AvlocError(f"{self.path}: not an avloc feature cache")
+                self.meta = CacheMeta.from_json(h5.attrs["meta"])
+                self.ids = tuple(unquote(key) for key in h5["clips"])
+                self._id_set = frozenset(self.ids)
+        except OSError as error:
+            raise AvlocError(f"{self.path}: cannot read the feature cache ({error})") from None
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+
+    def __contains__(self, clip_id: str) -> bool:
+        return clip_id in self._id_set
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _group(self, clip_id: str) -> h5py.Group:
+        # h5py handles must not cross fork(): reopen in every DataLoader worker.
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+        try:
+            return self._h5["clips"][clip_key(clip_id)]
+        except KeyError:
+            raise AvlocError(f"{self.path}: no features for clip {clip_id!r}") from None
+
+    def num_steps(self, clip_id: str) -> int:
+        return int(self._group(clip_id)["times"].shape[0])
+
+    def read(self, clip_id: str, start: int = 0, length: int | None = None) -> ClipFeatures:
+        """Features of steps ``[start, start + length)`` (the whole clip by default)."""
+        group = self._group(clip_id)
+        stop = None if length is None else start + length
+        return ClipFeatures(
+            visual=group["visual"][start:stop],
+            audio=group["audio"][start:stop],
+            times=group["times"][start:stop],
+        )
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_h5": None, "_pid": None}
+
+
+class PartsStore:
+    """The per-clip parts of an extraction in progress: ``FILE.h5.parts/``."""
+
+    def __init__(self, out: str | os.PathLike, meta: CacheMeta):
+        self.out = Path(out)
+        self.dir = self.out.with_name(self.out.name + ".parts")
+        self.meta = meta
+        self._check_compatible()
+
+    def _check_compatible(self) -> None:
+        sources = [(self.dir / "meta.json", lambda p: CacheMeta.from_json(p.read_text()))]
+        sources.append((self.out, _read_meta))
+        for path, read in sources:
+            if path.is_file():
+                differences = self.meta.differences(read(path))
+                if differences:
+                    raise AvlocError(
+                        f"{path}: was extracted with different settings ({', '.join(differences)}); "
+                        "choose another --out or delete it"
+                    )
+
+    def finished_ids(self) -> set[str]:
+        """Ids already in ``FILE.h5`` or in a finished part."""
+        done = set(FeatureCache(self.out).ids) if self.out.is_file() else set()
+        if self.dir.is_dir():
+            done.update(unquote(p.stem) for p in self.dir.glob("*.npz") if not p.name.startswith("."))
+        return done
+
+    def write(self, clip_id: str, features: ClipFeatures) -> None:
+        """Store one clip's features atomically."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta_path = self.dir / "meta.json"
+        if not meta_path.is_file():
+            with atomic_path(meta_path) as tmp:
+                tmp.write_text(self.meta.to_json())
+        with atomic_path(self.dir / f"{clip_key(clip_id)}.npz") as tmp:
+            np.savez(tmp, visual=features.visual, audio=features.audio, times=features.times)
+
+    def has_parts(self) -> bool:
+        return self.dir.is_dir() and any(self.dir.glob("*.npz"))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the output's folder (several shards may finish at once)."""
+        fd = os.open(self.out.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def merge(self, ids: Iterable[str]) -> Path:
+        """Write ``FILE.h5`` holding ``ids`` (sorted) from the old file and the parts, then drop the parts."""
+        old = FeatureCache(self.out) if self.out.is_file() else None
+        with atomic_path(self.out) as tmp, h5py.File(tmp, "w") as h5:
+            h5.attrs["format"] = FORMAT
+            h5.attrs["format_version"] = FORMAT_VERSION
+            h5.attrs["meta"] = self.meta.to_json()
+            clips = h5.create_group("clips")
+            for clip_id in sorted(ids):
+                features = self._load(clip_id, old)
+                group = clips.create_group(clip_key(clip_id))
+                group.create_dataset("visual", data=features.visual)
+                group.create_dataset("audio", data=features.audio)
+                group.create_dataset("times", data=features.times)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return self.out
+
+    def _load(self, clip_id: str, old: FeatureCache | None) -> ClipFeatures:
+        part = self.dir / f"{clip_key(clip_id)}.npz"
+        if part.is_file():
+            with np.load(part) as arrays:
+                return ClipFeatures(arrays["visual"], arrays["audio"], arrays["times"])
+        if old is not None and clip_id in old:
+            return old.read(clip_id)
+        raise AvlocError(f"{self.out}: clip {clip_id!r} has no extracted features")
+
+
+def _read_meta(path: Path) -> CacheMeta:
+    return FeatureCache(path).meta

@@ -1,0 +1,277 @@
+"""avloc's native dataset format: ``DATASET/manifest.jsonl`` plus the videos it names.
+
+One JSON object per line::
+
+    {"id": str, "video": "relative/path.mp4", "split": "train" | "val" | "test",
+     "label": str,                                         # video-level event class
+     "segments": [{"start": s, "end": s, "label": str}],   # optional; "background" = no event
+     "frames": [{"t": s, "boxes": [[x1, y1, x2, y2], ...], # optional; pixels of the original
+                 "scenario": "single" | "mixed" | "multi-entity" | "off-screen"}],
+     "tags": [str]}                                        # optional, e.g. "cross-event"
+
+Boxes are xyxy in pixel coordinates of the original video; an empty list means no visible
+sounding object. The class list is the sorted set of every label in the manifest (video and
+segment labels) with ``background`` appended last, so that its index is always ``len - 1``
+(AVE's convention: background after the events).
+
+Loading validates every line and raises :class:`ManifestError` with ``file:line: reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avloc.atomic import atomic_path
+from avloc.types import AvlocError
+
+MANIFEST_NAME = "manifest.jsonl"
+SPLITS = ("train", "val", "test")
+SCENARIOS = ("single", "mixed", "multi-entity", "off-screen")
+BACKGROUND = "background"
+
+
+class ManifestError(AvlocError):
+    """A manifest line that does not follow the native format."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A labelled time span ``[start, end)`` in seconds."""
+
+    start: float
+    end: float
+    label: str
+
+
+@dataclass(frozen=True)
+class FrameAnnotation:
+    """Ground truth of one frame: its time, its sounding-object boxes and its scenario."""
+
+    t: float
+    boxes: tuple[tuple[float, float, float, float], ...]
+    scenario: str | None = None
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One line of the manifest, with ``video`` resolved to an absolute path."""
+
+    id: str
+    video: Path
+    split: str
+    label: str
+    segments: tuple[Segment, ...] = ()
+    frames: tuple[FrameAnnotation, ...] = ()
+    tags: tuple[str, ...] = ()
+
+    def to_json(self, root: Path) -> dict:
+        """The manifest line for this record, with ``video`` relative to ``root``."""
+        line: dict = {
+            "id": self.id,
+            "video": self.video.relative_to(root).as_posix(),
+            "split": self.split,
+            "label": self.label,
+        }
+        if self.segments:
+            line["segments"] = [{"start": s.start, "end": s.end, "label": s.label} for s in self.segments]
+        if self.frames:
+            line["frames"] = [
+                {"t": f.t, "boxes": [list(b) for b in f.boxes], "scenario": f.scenario} for f in self.frames
+            ]
+        if self.tags:
+            line["tags"] = list(self.tags)
+        return line
+
+    def label_at(self, t: float) -> str:
+        """The event class sounding at time ``t``.
+
+        The covering segment's label; ``background`` when segments are given but none covers
+        ``t``; the video-level label when the clip has no segments (weak labels only).
+        """
+        if not self.segments:
+            return self.label
+        for segment in self.segments:
+            if segment.start <= t < segment.end:
+                return segment.label
+        return BACKGROUND
+
+    def annotation_at(self, t: float, tolerance: float) -> FrameAnnotation | None:
+        """The annotated frame nearest to ``t`` if it lies within ``tolerance`` seconds."""
+        best = min(self.frames, key=lambda f: abs(f.t - t), default=None)
+        if best is None or abs(best.t - t) > tolerance:
+            return None
+        return best
+
+
+@dataclass(frozen=True)
+class NativeDataset:
+    """A loaded manifest: its root folder, records in file order, and the class list."""
+
+    root: Path
+    records: tuple[ClipRecord, ...]
+    classes: tuple[str, ...] = field(default=())
+
+    def split(self, name: str) -> list[ClipRecord]:
+        if name not in SPLITS:
+            raise AvlocError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return [r for r in self.records if r.split == name]
+
+    def class_index(self, label: str) -> int:
+        return self.classes.index(label)
+
+    @property
+    def background_index(self) -> int:
+        return len(self.classes) - 1
+
+
+def class_list(records: Iterable[ClipRecord]) -> tuple[str, ...]:
+    """Sorted labels of ``records`` (video and segment level) followed by ``background``."""
+    labels = set()
+    for record in records:
+        labels.add(record.label)
+        labels.update(s.label for s in record.segments)
+    labels.discard(BACKGROUND)
+    return (*sorted(labels), BACKGROUND)
+
+
+def load_manifest(root: str | os.PathLike, require_videos: bool = True) -> NativeDataset:
+    """Read and validate ``root/manifest.jsonl``.
+
+    Args:
+        root: the dataset folder.
+        require_videos: check that every named video file exists.
+
+    Raises:
+        ManifestError: ``file:line: reason`` for the first bad line.
+    """
+    root = Path(root).resolve()
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest (a native dataset is a folder with {MANIFEST_NAME})")
+    records: list[ClipRecord] = []
+    seen: dict[str, int] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, text in enumerate(lines, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = _parse_line(text, root, require_videos)
+            except (ValueError, TypeError, KeyError) as error:
+                raise ManifestError(f"{path}:{number}: {error}") from None
+            if record.id in seen:
+                raise ManifestError(f"{path}:{number}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+            seen[record.id] = number
+            records.append(record)
+    if not records:
+        raise ManifestError(f"{path}: the manifest has no clips")
+    return NativeDataset(root=root, records=tuple(records), classes=class_list(records))
+
+
+def write_manifest(root: str | os.PathLike, records: Iterable[ClipRecord]) -> Path:
+    """Write ``records`` to ``root/manifest.jsonl`` atomically; returns its path."""
+    root = Path(root).resolve()
+    path = root / MANIFEST_NAME
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record.to_json(root), separators=(", ", ": ")) + "\n")
+    return path
+
+
+def _parse_line(text: str, root: Path, require_videos: bool) -> ClipRecord:
+    try:
+        line = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(line, dict):
+        raise ValueError("expected a JSON object")
+    clip_id = _string(line, "id")
+    split = _string(line, "split")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    return ClipRecord(
+        id=clip_id,
+        video=_video_path(_string(line, "video"), root, require_videos),
+        split=split,
+        label=_string(line, "label"),
+        segments=tuple(_segment(s, i) for i, s in enumerate(_list(line, "segments"))),
+        frames=tuple(_frame(f, i) for i, f in enumerate(_list(line, "frames"))),
+        tags=tuple(_tag(t) for t in _list(line, "tags")),
+    )
+
+
+def _string(line: dict, key: str) -> str:
+    if key not in line:
+        raise KeyError(f"missing required key {key!r}")
+    value = line[key]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _list(line: dict, key: str) -> list:
+    value = line.get(key, [])
+    if not isinstance(value, list):
+        raise ValueError(f"{key!r} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _video_path(relative: str, root: Path, require_videos: bool) -> Path:
+    if Path(relative).is_absolute():
+        raise ValueError(f"video path {relative!r} must be relative to the dataset folder")
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"video path {relative!r} escapes the dataset folder")
+    if require_videos and not path.is_file():
+        raise ValueError(f"video file {relative!r} does not exist")
+    return path
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _segment(raw, index: int) -> Segment:
+    if not isinstance(raw, dict):
+        raise ValueError(f"segment {index} must be an object")
+    start = _number(raw.get("start"), f"segment {index} start")
+    end = _number(raw.get("end"), f"segment {index} end")
+    if start < 0 or end <= start:
+        raise ValueError(f"segment {index} has start {start} and end {end} (need 0 <= start < end)")
+    return Segment(start, end, _string(raw, "label"))
+
+
+def _frame(raw, index: int) -> FrameAnnotation:
+    if not isinstance(raw, dict):
+        raise ValueError(f"frame {index} must be an object")
+    t = _number(raw.get("t"), f"frame {index} t")
+    if t < 0:
+        raise ValueError(f"frame {index} has negative time {t}")
+    boxes = raw.get("boxes", [])
+    if not isinstance(boxes, list):
+        raise ValueError(f"frame {index} boxes must be a list")
+    scenario = raw.get("scenario")
+    if scenario is not None and scenario not in SCENARIOS:
+        raise ValueError(f"frame {index} has unknown scenario {scenario!r} (expected one of {', '.join(SCENARIOS)})")
+    return FrameAnnotation(t, tuple(_box(b, index) for b in boxes), scenario)
+
+
+def _box(raw, frame_index: int) -> tuple[float, float, float, float]:
+    if not isinstance(raw, list) or len(raw) != 4:
+        raise ValueError(f"frame {frame_index} has a bad box {raw!r} (expected [x1, y1, x2, y2])")
+    x1, y1, x2, y2 = (_number(v, f"frame {frame_index} box coordinate") for v in raw)
+    if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+        raise ValueError(f"frame {frame_index} has a bad box {raw!r} (need 0 <= x1 < x2 and 0 <= y1 < y2)")
+    return (x1, y1, x2, y2)
+
+
+def _tag(raw) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ValueError(f"tags must be non-empty strings, got {raw!r}")
+    return raw

@@ -1,0 +1,143 @@
+"""Training and evaluation samples: windows of T steps, from the feature cache or raw video.
+
+Training serves a random window of ``steps`` consecutive steps of a clip (default 4 = one
+second at 4 fps, as in the STM paper); evaluation (``steps=None``) serves whole clips. Both
+sources label every step with :meth:`ClipRecord.label_at` at the step's time.
+
+Sample dictionaries:
+
+- from the cache: ``visual (T, C, h, w)``, ``audio (T, C, m, n)``
+- from video:     ``frames (T, 3, H, W)``, ``logmel (T, 1, M, N)``
+- always:         ``id``, ``times (T,)``, ``label ()`` (video level), ``step_labels (T,)``
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from avloc.audio import MelConfig, log_mel
+from avloc.data.cache import FeatureCache
+from avloc.data.manifest import ClipRecord
+from avloc.io.decode import probe, read_clip
+from avloc.types import AvlocError
+
+log = logging.getLogger(__name__)
+
+
+def _targets(record: ClipRecord, classes: Sequence[str], times: torch.Tensor) -> dict:
+    step_labels = [classes.index(record.label_at(float(t))) for t in times]
+    return {
+        "id": record.id,
+        "times": times,
+        "label": torch.tensor(classes.index(record.label)),
+        "step_labels": torch.tensor(step_labels),
+    }
+
+
+def _window_start(num_steps: int, steps: int | None, random_window: bool) -> int:
+    if steps is None or not random_window:
+        return 0
+    return int(torch.randint(0, num_steps - steps + 1, ()).item())
+
+
+class FeatureWindows(Dataset):
+    """Windows of cached encoder features.
+
+    Args:
+        cache: the feature cache holding every record's features.
+        records: the clips to serve (e.g. one split of a NativeDataset).
+        classes: the class list (labels are indices into it).
+        steps: window length in steps; None serves whole clips.
+        random_window: draw the window start at random (training) or take the first window.
+    """
+
+    def __init__(
+        self,
+        cache: FeatureCache,
+        records: Sequence[ClipRecord],
+        classes: Sequence[str],
+        steps: int | None = 4,
+        random_window: bool = True,
+    ):
+        missing = [r.id for r in records if r.id not in cache]
+        if missing:
+            raise AvlocError(f"{cache.path}: no features for {len(missing)} clips, e.g. {missing[0]!r}")
+        self.cache, self.classes, self.steps, self.random_window = cache, list(classes), steps, random_window
+        self.records = [r for r in records if steps is None or cache.num_steps(r.id) >= steps]
+        if len(self.records) < len(records):
+            log.warning("skipping %d clips shorter than %d steps", len(records) - len(self.records), steps)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        start = _window_start(self.cache.num_steps(record.id), self.steps, self.random_window)
+        features = self.cache.read(record.id, start, self.steps)
+        sample = _targets(record, self.classes, torch.from_numpy(features.times))
+        sample["visual"] = torch.from_numpy(features.visual)
+        sample["audio"] = torch.from_numpy(features.audio)
+        return sample
+
+
+class VideoWindows(Dataset):
+    """Windows of decoded frames and log-mel spectrograms, straight from the videos.
+
+    Args:
+        records, classes, steps, random_window: as for :class:`FeatureWindows`.
+        fps: steps per second.
+        size: frame size in pixels (square resize), or None for the original size.
+        mel: log-mel settings (sample rate included).
+        audio_window: seconds of audio per step (default 1 / fps).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ClipRecord],
+        classes: Sequence[str],
+        steps: int | None = 4,
+        random_window: bool = True,
+        fps: float = 4.0,
+        size: int | None = 256,
+        mel: MelConfig = MelConfig(),
+        audio_window: float | None = None,
+    ):
+        self.records, self.classes, self.steps, self.random_window = list(records), list(classes), steps, random_window
+        self.fps, self.size, self.mel, self.audio_window = fps, size, mel, audio_window
+        self._durations: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _num_steps(self, record: ClipRecord) -> int:
+        if record.id not in self._durations:
+            self._durations[record.id] = probe(record.video).duration
+        return math.floor(self._durations[record.id] * self.fps + 1e-6)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        num_steps = self._num_steps(record)
+        if self.steps is not None and num_steps < self.steps:
+            raise AvlocError(f"{record.video}: {num_steps} steps, shorter than a window of {self.steps}")
+        first = _window_start(num_steps, self.steps, self.random_window)
+        # Window starts fall on the step grid of the whole clip, so times match the cache's.
+        start = first / self.fps
+        end = None if self.steps is None else (first + self.steps) / self.fps
+        clip = read_clip(
+            record.video,
+            fps=self.fps,
+            size=self.size,
+            sample_rate=self.mel.sample_rate,
+            start=start,
+            end=end,
+            audio_window=self.audio_window,
+        )
+        sample = _targets(record, self.classes, clip.times)
+        sample["frames"] = clip.frames
+        sample["logmel"] = log_mel(clip.segments, self.mel)
+        return sample
