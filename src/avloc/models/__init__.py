@@ -1,0 +1,1 @@
+"""Models: the encoders (``avloc.models.encoders``) and one file per localisation method."""

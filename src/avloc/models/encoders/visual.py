@@ -1,0 +1,117 @@
+"""Visual encoders: frames ``(N, 3, H, W)`` in [0, 1] -> feature map ``(N, C, h, w)``.
+
+- ResNet-18/50/152 trunks up to layer4 (He et al., CVPR 2016; torchvision's implementation):
+  stride 32, C = 512 / 2048 / 2048. STM uses ImageNet ResNet-152, EZ-VSL ResNet-18.
+- VGG-19 ``features`` through pool5 (Simonyan & Zisserman, ICLR 2015): 7x7x512 at 224 px,
+  the visual feature of AVE (Tian et al., ECCV 2018).
+- ``small-visual``: a small CNN of our own for CPU runs and tests, stride 16, C = 128.
+
+The torchvision encoders keep torchvision's parameter names, so a torchvision classifier state
+dict loads once its head (``fc.*`` / ``classifier.*``) is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from avloc.models.encoders.base import ConvBlock, VisualEncoder, vgg_init
+from avloc.models.encoders.weights import WeightSpec
+
+_RESNETS: dict[int, tuple[Any, type[tvm.WeightsEnum]]] = {
+    18: (tvm.resnet18, tvm.ResNet18_Weights),
+    50: (tvm.resnet50, tvm.ResNet50_Weights),
+    152: (tvm.resnet152, tvm.ResNet152_Weights),
+}
+
+
+def _torchvision_weights(enum: type[tvm.WeightsEnum], name: str) -> WeightSpec | None:
+    """The WeightSpec of torchvision's ``enum[name]`` (case-insensitive; ``DEFAULT`` resolves)."""
+    try:
+        weights = enum[name.upper()]
+    except KeyError:
+        return None
+    transform = weights.transforms()  # ImageClassification: the preprocessing the weights expect
+    spec = {"mean": tuple(transform.mean), "std": tuple(transform.std), "size": transform.crop_size[0]}
+    return WeightSpec(name=weights.name, url=weights.url, input_spec=spec)
+
+
+class _TorchvisionEncoder(VisualEncoder):
+    """Named weights come from a torchvision ``WeightsEnum``; its classifier keys are dropped."""
+
+    weights_enum: type[tvm.WeightsEnum]
+    head_prefix: str
+
+    def available_weights(self) -> list[str]:
+        return [weights.name for weights in self.weights_enum] + ["DEFAULT"]
+
+    def named_weights(self, name: str) -> WeightSpec | None:
+        return _torchvision_weights(self.weights_enum, name)
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in state.items() if not k.startswith(self.head_prefix)}
+
+
+class ResNetEncoder(_TorchvisionEncoder):
+    """torchvision ResNet without avgpool/fc: ``(N, 3, H, W) -> (N, C, H/32, W/32)``."""
+
+    head_prefix = "fc."
+
+    def __init__(self, depth: int) -> None:
+        if depth not in _RESNETS:
+            raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
+        super().__init__(out_channels=512 if depth < 50 else 2048, size=224, stride=32)
+        build, self.weights_enum = _RESNETS[depth]
+        self.name = f"resnet{depth}"
+        net = build(weights=None)
+        self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+class VGG19Encoder(_TorchvisionEncoder):
+    """torchvision VGG-19 ``features`` through pool5: ``(N, 3, H, W) -> (N, 512, H/32, W/32)``."""
+
+    name = "vgg19"
+    weights_enum = tvm.VGG19_Weights
+    head_prefix = "classifier."
+
+    def __init__(self) -> None:
+        super().__init__(out_channels=512, size=224, stride=32)
+        # Built without torchvision's 120M-parameter classifier; same parameter names and init.
+        self.features = tvm.vgg.make_layers(tvm.vgg.cfgs["E"], batch_norm=False)
+        vgg_init(self.features)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class SmallVisualEncoder(VisualEncoder):
+    """A small CNN for CPU runs: 7 conv-BN-ReLU blocks (3x3), stride 16, C = 128.
+
+    ``(N, 3, H, W) -> (N, 128, ceil(H/16), ceil(W/16))``: 8x8 at 128 px, 16x16 at 256 px.
+    No pretrained weights (``weights=None`` or a local file).
+    """
+
+    name = "small-visual"
+
+    def __init__(self) -> None:
+        super().__init__(out_channels=128, size=128, stride=16)
+        self.features = nn.Sequential(
+            ConvBlock(3, 32, stride=2),
+            ConvBlock(32, 64, stride=2),
+            ConvBlock(64, 96, stride=2),
+            ConvBlock(96, 96),
+            ConvBlock(96, 128, stride=2),
+            ConvBlock(128, 128),
+            ConvBlock(128, 128),
+        )
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
