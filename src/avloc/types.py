@@ -13,7 +13,7 @@ Tensor shapes used throughout avloc (B batch, T time steps, N items):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -58,3 +58,22 @@ class AVClip:
     sample_rate: int
     start: float
     original_size: tuple[int, int]
+
+
+@dataclass
+class AVOutput:
+    """What every localisation model returns, in training and in evaluation alike.
+
+    Attributes:
+        heatmap: ``(B, T, h, w)`` localisation map of every step at feature resolution
+            (for STM a softmax over positions, so each map sums to 1).
+        logits: ``(B, T, K)`` per-step class logits (K classes, background last), or None
+            for methods without a classifier.
+        video_logits: ``(B, K)`` clip-level logits pooled over time, or None.
+        embeddings: named intermediate tensors a loss may need (e.g. pooled audio vectors).
+    """
+
+    heatmap: torch.Tensor
+    logits: torch.Tensor | None = None
+    video_logits: torch.Tensor | None = None
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)
