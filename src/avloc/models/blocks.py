@@ -1,0 +1,94 @@
+"""Building blocks shared by the localisation models: projections, pooling, spatial attention, MLP.
+
+STM (Space-Time Memory Network, BMVC 2021) uses all of them; AVE, TAVLO and EZ-VSL reuse them.
+Shapes follow :mod:`avloc.types`; the blocks work on flattened steps ``(N, C, h, w)`` or on any
+leading dims ``(..., C, h, w)`` where noted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from avloc.types import AvlocError
+
+POOLS = ("max", "mean")
+
+
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise AvlocError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise AvlocError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+
+
+def spatial_pool(x: torch.Tensor, kind: str = "max") -> torch.Tensor:
+    """Global pooling phi over the two last (spatial) dims: ``(..., C, h, w) -> (..., C)``."""
+    if kind == "max":
+        return x.amax(dim=(-2, -1))
+    if kind == "mean":
+        return x.mean(dim=(-2, -1))
+    raise AvlocError(f"unknown pool {kind!r}; expected one of {', '.join(POOLS)}")
+
+
+def cross_modal_attention(visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-modal spatial attention f (STM eq. 1): where in the visual map the audio vector is.
+
+    ``alpha(i, j) = softmax_{i,j}(visual(i, j) . audio)`` (a plain dot product, no temperature),
+    and the attended map ``alpha(i, j) * visual(i, j, c)`` on every channel c.
+
+    Args:
+        visual: ``(..., C, h, w)`` visual (or audio-visual) map.
+        audio: ``(..., C)`` audio vector, already pooled (phi) by the caller.
+
+    Returns:
+        ``(attended, alpha)``: ``(..., C, h, w)`` and ``(..., h, w)``, alpha summing to 1 over (h, w).
+    """
+    scores = torch.einsum("...chw,...c->...hw", visual, audio)  # (..., C, h, w), (..., C) -> (..., h, w)
+    alpha = scores.flatten(-2).softmax(dim=-1).view_as(scores)  # (..., h*w) -> (..., h, w)
+    return alpha.unsqueeze(-3) * visual, alpha  # (..., 1, h, w) * (..., C, h, w)
+
+
+class Projection(nn.Sequential):
+    """A stack of 1x1 convolutions into the joint space: ``(N, C_in, h, w) -> (N, C_out, h, w)``.
+
+    ``layers`` convolutions, all ``out_channels`` wide. Between two convolutions:
+    ``[BatchNorm] -> ReLU``; after the last: ``[BatchNorm]`` and no ReLU, so that joint features
+    keep their sign (after a final ReLU every dot product of the attention would be >= 0).
+    This is the authors' code (1x1 conv + BN, ReLU between); ``norm=False`` gives the paper's
+    "stack of 1x1 convolutions with ReLU" with biased convolutions.
+
+    Args:
+        in_channels: C_in of the encoder map.
+        out_channels: C of the joint space (STM: 256).
+        layers: number of 1x1 convolutions (default 2).
+        norm: BatchNorm after every convolution (default True). In training mode BatchNorm mixes
+            the statistics of every sample and step of the batch.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int = 256, *, layers: int = 2, norm: bool = True) -> None:
+        if layers < 1:
+            raise AvlocError(f"a projection needs at least one layer, got {layers}")
+        modules: OrderedDict[str, nn.Module] = OrderedDict()
+        for index in range(layers):
+            width_in = in_channels if index == 0 else out_channels
+            modules[f"conv{index}"] = nn.Conv2d(width_in, out_channels, kernel_size=1, bias=not norm)
+            if norm:
+                modules[f"bn{index}"] = nn.BatchNorm2d(out_channels)
+            if index < layers - 1:
+                modules[f"relu{index}"] = nn.ReLU(inplace=True)
+        super().__init__(modules)
+
+
+class MLP(nn.Sequential):
+    """``Linear -> ReLU -> Linear``: ``(..., in_features) -> (..., out_features)``."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int) -> None:
+        super().__init__(
+            OrderedDict(
+                fc1=nn.Linear(in_features, hidden_features),
+                relu=nn.ReLU(inplace=True),
+                fc2=nn.Linear(hidden_features, out_features),
+            )
+        )
