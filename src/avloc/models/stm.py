@@ -1,0 +1,255 @@
+"""STM: Space-Time Memory Network for Sounding Object Localization in Videos.
+
+Sizhe Li, Yapeng Tian, Chenliang Xu. BMVC 2021. Section 3 of the paper, equation by equation:
+projections to a joint space (3.1, 4.2), the spatio-temporal memory layer (3.2, Algorithm 1, in
+:mod:`avloc.models.memory`), the localisation map (3.3) and the classifier (3.4).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from avloc.models._registry import register_model
+from avloc.models.blocks import MLP, POOLS, Projection, check_choice, cross_modal_attention, spatial_pool
+from avloc.models.encoders import Encoder, create_encoder
+from avloc.models.memory import MemoryBank, MemoryOutput, SpaceTimeMemory
+from avloc.types import AVOutput, AvlocError
+
+TEMPORAL_POOLS = ("max", "mean")
+
+
+class STM(nn.Module):
+    """Space-Time Memory Network on feature maps (optionally with its encoders).
+
+    ``forward(visual (B, T, Cv, h, w), audio (B, T, Ca, m, n)) -> AVOutput`` with
+    ``heatmap (B, T, h, w)`` (softmax over positions), ``logits (B, T, K)``,
+    ``video_logits (B, K)`` and ``embeddings``: ``"audio"`` phi(hat x_a) ``(B, T, C)``,
+    ``"audio_visual"`` sum_ij hat x_av ``(B, T, C)``, ``"alpha"`` the line-4 map ``(B, T, h, w)``.
+
+    Choices where the paper is vague (defaults in brackets):
+
+    - Projections: ``projection_layers`` [2] 1x1 convolutions of width C [256]; BatchNorm after
+      each [norm=True, the authors' code], ReLU between, none after the last (signed features).
+    - phi: global ``pool`` over positions, ["max"] as the authors' code, or "mean"; the same phi
+      in the spatial attention, the temporal attention and the classifier's audio vector.
+    - Spatial attention f: plain dot product, no temperature, no L2 normalisation.
+    - Temporal attention g: ``heads`` L [1], each of C/L dims scaled by sqrt(C/L)
+      (``nn.MultiheadAttention``'s layout; the paper's sqrt(C) for L = 1); bias-free W_q, W_k;
+      the values are the feature maps themselves; heads averaged (eq. 2).
+    - Memory: ``memory_size`` K [3: a one-second sample of T = 4 steps sees all its past].
+      ``causal`` [True]: steps t-K..t-1; False: t-K//2..t+K//2 (authors' code, reads the
+      future). Steps outside the clip are masked, never wrapped around, so early steps have a
+      shorter memory. The memory holds the layer's inputs x_a, x_v of the earlier steps and
+      their line-4 cross-modal maps x_av (not the propagated line-5 maps), so a clip is one
+      masked attention and a stream is the same computation with a bank of K steps. Through
+      the stored x_av, a "c+u" output depends on up to 2K earlier steps.
+    - ``variant``: ["c+u"] Algorithm 1; "u" skips line 5; "none" skips lines 2, 3, 5. The
+      attention modules of skipped lines are not built.
+    - Localisation map (3.3): f(hat x_a, hat x_av) = softmax_ij(hat x_av(i, j) . phi(hat x_a)).
+    - Classifier (3.4): O^t = [sum_ij hat x_av ; phi(hat x_a)] -> Linear(2C, C) -> ReLU ->
+      Linear(C, K); K = ``num_classes``, background included (the caller's class order).
+    - ``temporal_pool`` of the per-step logits into video logits: ["max"] (authors' code) or "mean".
+    - Encoders (optional, end-to-end): frozen [finetune=False], i.e. no gradient and kept in
+      eval mode (BatchNorm statistics fixed) even when the model trains.
+
+    Note: in training mode BatchNorm mixes the statistics of all steps of the batch, so the
+    causality of the memory holds exactly in eval mode (or with ``norm=False``).
+    """
+
+    def __init__(
+        self,
+        *,
+        visual_channels: int,
+        audio_channels: int,
+        num_classes: int,
+        channels: int = 256,
+        variant: str = "c+u",
+        memory_size: int = 3,
+        heads: int = 1,
+        causal: bool = True,
+        norm: bool = True,
+        projection_layers: int = 2,
+        pool: str = "max",
+        temporal_pool: str = "max",
+        visual_encoder: Encoder | None = None,
+        audio_encoder: Encoder | None = None,
+        finetune: bool = False,
+    ) -> None:
+        super().__init__()
+        check_choice("pool", pool, POOLS)
+        check_choice("temporal_pool", temporal_pool, TEMPORAL_POOLS)
+        if num_classes < 1:
+            raise AvlocError(f"num_classes must be >= 1, got {num_classes}")
+        for encoder, expected, what in ((visual_encoder, visual_channels, "visual"),
+                                        (audio_encoder, audio_channels, "audio")):
+            if encoder is not None and encoder.out_channels != expected:
+                raise AvlocError(f"{what}_channels={expected} but the {what} encoder gives {encoder.out_channels}")
+        self.visual_channels, self.audio_channels, self.num_classes = visual_channels, audio_channels, num_classes
+        self.pool, self.temporal_pool, self.finetune = pool, temporal_pool, finetune
+        self.visual_encoder, self.audio_encoder = visual_encoder, audio_encoder
+        for encoder in (visual_encoder, audio_encoder):
+            if encoder is not None and not finetune:
+                encoder.requires_grad_(False).eval()
+        self.visual_projection = Projection(visual_channels, channels, layers=projection_layers, norm=norm)
+        self.audio_projection = Projection(audio_channels, channels, layers=projection_layers, norm=norm)
+        self.memory = SpaceTimeMemory(
+            channels, variant=variant, memory_size=memory_size, heads=heads, causal=causal, pool=pool
+        )
+        self.classifier = MLP(2 * channels, channels, num_classes)
+
+    def train(self, mode: bool = True) -> STM:
+        super().train(mode)
+        for encoder in (self.visual_encoder, self.audio_encoder):
+            if encoder is not None and not self.finetune:
+                encoder.eval()  # frozen: BatchNorm keeps its pretrained statistics
+        return self
+
+    def forward(
+        self,
+        visual: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        *,
+        frames: torch.Tensor | None = None,
+        logmel: torch.Tensor | None = None,
+    ) -> AVOutput:
+        """A whole clip: feature maps, or ``frames (B, T, 3, H, W)`` in [0, 1] and
+        ``logmel (B, T, 1, M, F)`` when the model holds encoders (one of each modality)."""
+        visual, audio = self._features(visual, audio, frames, logmel)
+        return self._run(visual, audio)[0]
+
+    def init_state(self) -> MemoryBank:
+        """The empty memory of a new stream for :meth:`step`."""
+        return MemoryBank()
+
+    def step(
+        self,
+        visual: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        state: MemoryBank | None = None,
+        *,
+        frames: torch.Tensor | None = None,
+        logmel: torch.Tensor | None = None,
+    ) -> tuple[AVOutput, MemoryBank]:
+        """One step of a stream: ``visual (B, Cv, h, w)``, ``audio (B, Ca, m, n)`` (or
+        ``frames (B, 3, H, W)``, ``logmel (B, 1, M, F)``) -> (AVOutput with T = 1, new state).
+
+        The state holds at most K steps; in eval mode the outputs equal those of ``forward`` on
+        the whole clip (causal models only).
+        """
+        def one(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.unsqueeze(1)  # (B, ...) -> (B, 1, ...)
+
+        visual, audio = self._features(one(visual), one(audio), one(frames), one(logmel))
+        return self._run(visual, audio, state if state is not None else self.init_state())
+
+    def _run(
+        self, visual: torch.Tensor, audio: torch.Tensor, bank: MemoryBank | None = None
+    ) -> tuple[AVOutput, MemoryBank | None]:
+        """Project, run the memory layer (streaming when ``bank`` is given) and read out."""
+        b, t = visual.shape[:2]
+        x_v = self.visual_projection(visual.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, Cv, h, w) -> (B, T, C, h, w)
+        x_a = self.audio_projection(audio.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, Ca, m, n) -> (B, T, C, m, n)
+        if bank is None:
+            memory = self.memory(x_a, x_v)
+        else:
+            memory, bank = self.memory.step(x_a, x_v, bank)
+        return self._read_out(memory), bank
+
+    def _read_out(self, memory: MemoryOutput) -> AVOutput:
+        """Localisation map (3.3) and classifier (3.4) from the memory layer's outputs."""
+        audio = spatial_pool(memory.audio, self.pool)  # (B, T, C, m, n) -> (B, T, C)
+        heatmap = cross_modal_attention(memory.audio_visual, audio)[1]  # (B, T, h, w)
+        audio_visual = memory.audio_visual.sum(dim=(-2, -1))  # (B, T, C, h, w) -> (B, T, C)
+        logits = self.classifier(torch.cat([audio_visual, audio], dim=-1))  # (B, T, 2C) -> (B, T, K)
+        video_logits = logits.amax(dim=1) if self.temporal_pool == "max" else logits.mean(dim=1)  # (B, K)
+        embeddings = {"audio": audio, "audio_visual": audio_visual, "alpha": memory.alpha}
+        return AVOutput(heatmap=heatmap, logits=logits, video_logits=video_logits, embeddings=embeddings)
+
+    def _features(
+        self,
+        visual: torch.Tensor | None,
+        audio: torch.Tensor | None,
+        frames: torch.Tensor | None,
+        logmel: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check the inputs; encode frames / log-mel. Returns ``(B, T, Cv, h, w), (B, T, Ca, m, n)``."""
+        visual = self._encode("visual", visual, frames, self.visual_encoder, 3)
+        audio = self._encode("audio", audio, logmel, self.audio_encoder, 1)
+        for x, channels, what in ((visual, self.visual_channels, "visual"), (audio, self.audio_channels, "audio")):
+            if x.ndim != 5 or x.shape[2] != channels:
+                raise ValueError(f"STM: expected {what} features (B, T, {channels}, h, w), got {tuple(x.shape)}")
+        if visual.shape[:2] != audio.shape[:2]:
+            raise ValueError(f"STM: visual and audio differ in (B, T): {tuple(visual.shape)}, {tuple(audio.shape)}")
+        return visual, audio
+
+    def _encode(
+        self, what: str, features: torch.Tensor | None, raw: torch.Tensor | None, encoder: Encoder | None, channels: int
+    ) -> torch.Tensor:
+        """``features`` as they are, or ``raw (B, T, channels, H, W)`` through ``encoder``."""
+        raw_name = "frames" if what == "visual" else "logmel"
+        if (features is None) == (raw is None):
+            raise ValueError(f"STM: pass exactly one of {what} features and {raw_name}")
+        if raw is None:
+            return features
+        if encoder is None:
+            raise ValueError(f"STM: {raw_name} given but the model holds no {what} encoder")
+        if raw.ndim != 5 or raw.shape[2] != channels:
+            raise ValueError(f"STM: expected {raw_name} (B, T, {channels}, H, W), got {tuple(raw.shape)}")
+        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+            maps = encoder(raw.flatten(0, 1))  # (B*T, channels, H, W) -> (B*T, C, h, w)
+        return maps.unflatten(0, raw.shape[:2])  # (B*T, C, h, w) -> (B, T, C, h, w)
+
+
+@register_model("stm")
+def stm(
+    *,
+    visual_channels: int | None = None,
+    audio_channels: int | None = None,
+    num_classes: int,
+    channels: int = 256,
+    variant: str = "c+u",
+    memory_size: int = 3,
+    heads: int = 1,
+    causal: bool = True,
+    norm: bool = True,
+    projection_layers: int = 2,
+    pool: str = "max",
+    temporal_pool: str = "max",
+    visual_encoder: str | None = None,
+    audio_encoder: str | None = None,
+    visual_weights: str | os.PathLike | None = None,
+    audio_weights: str | os.PathLike | None = None,
+    finetune: bool = False,
+) -> STM:
+    """Build STM (see :class:`STM` for every argument and default).
+
+    On features: give ``visual_channels`` and ``audio_channels`` (the encoders' C). End to end:
+    give ``visual_encoder`` / ``audio_encoder`` names (and weights, see
+    :func:`avloc.models.encoders.create_encoder`); the channels then default to theirs.
+    """
+    visual = create_encoder(visual_encoder, visual_weights) if visual_encoder is not None else None
+    audio = create_encoder(audio_encoder, audio_weights) if audio_encoder is not None else None
+    visual_channels = visual_channels if visual_channels is not None else getattr(visual, "out_channels", None)
+    audio_channels = audio_channels if audio_channels is not None else getattr(audio, "out_channels", None)
+    if visual_channels is None or audio_channels is None:
+        raise AvlocError("stm needs visual_channels and audio_channels (or visual_encoder and audio_encoder)")
+    return STM(
+        visual_channels=visual_channels,
+        audio_channels=audio_channels,
+        num_classes=num_classes,
+        channels=channels,
+        variant=variant,
+        memory_size=memory_size,
+        heads=heads,
+        causal=causal,
+        norm=norm,
+        projection_layers=projection_layers,
+        pool=pool,
+        temporal_pool=temporal_pool,
+        visual_encoder=visual,
+        audio_encoder=audio,
+        finetune=finetune,
+    )

@@ -1,0 +1,41 @@
+"""The model registry: duplicate names, unknown names, every model registered on import."""
+
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from avloc.models import _registry, create_model, list_models, register_model
+from avloc.types import AvlocError
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A copy of the registry, so that the test's models do not outlive it."""
+    monkeypatch.setattr(_registry, "_MODELS", dict(_registry._MODELS))
+
+
+def test_list_models_holds_stm():
+    assert "stm" in list_models()
+    assert list_models() == sorted(list_models())
+
+
+def test_duplicate_name_raises(registry):
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("stm")(lambda: nn.Identity())
+
+
+def test_register_and_create(registry):
+    @register_model("identity-test")
+    def identity(*, width: int = 1) -> nn.Module:
+        return nn.Linear(width, width)
+
+    assert "identity-test" in list_models()
+    assert create_model("identity-test", width=3).in_features == 3
+    with pytest.raises(AvlocError, match="identity-test.*unexpected keyword"):
+        create_model("identity-test", depth=3)
+
+
+def test_unknown_name_lists_the_registered_ones():
+    with pytest.raises(AvlocError, match="unknown model 'nope'.*stm"):
+        create_model("nope")
