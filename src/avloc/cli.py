@@ -56,6 +56,61 @@ def _encoders(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from avloc.models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from avloc.train import TrainConfig, fit
+
+    weights = _parse_weights(args.weights)
+    options = {"variant": args.variant, "memory_size": args.memory_size, "causal": not args.symmetric}
+    config = TrainConfig(
+        dataset=args.dataset, out=args.out or f"runs/{args.model}-{args.variant}-seed{args.seed}", model=args.model,
+        model_options=options, features=args.features, visual=args.visual, audio=args.audio,
+        visual_weights=weights.get("visual"), audio_weights=weights.get("audio"), finetune=args.finetune,
+        fps=args.fps, size=args.size, steps=args.steps, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+        supervision=args.supervision, seed=args.seed, workers=args.workers,
+    )
+    best = fit(config, resume=args.resume, progress=not args.quiet)
+    print(f"best checkpoint (lowest validation loss): {best}")
+    print(f"log and loss curve: {best.parent / 'log.csv'}, {best.parent / 'loss.png'}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from avloc.evaluate import Protocol, evaluate, format_table, write_report
+
+    protocol = Protocol(size=args.size, gt_convention=args.gt, box_mode=args.boxes, matching=args.matching,
+                        top_percent=args.top_percent)
+    report = evaluate(args.checkpoint, args.dataset, split=args.split, features=args.features, protocol=protocol,
+                      progress=not args.quiet)
+    print(format_table(report))
+    if args.out:
+        out = Path(args.out)
+    elif args.checkpoint.startswith("baseline:"):
+        out = Path(f"eval-{args.checkpoint.removeprefix('baseline:')}-{args.split}.json")
+    else:
+        out = Path(args.checkpoint).with_name(f"eval-{Path(args.checkpoint).stem}-{args.split}.json")
+    print(f"wrote {write_report(report, out)}")
+    return 0
+
+
+def _add_encoder_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--visual", default="small-visual", help="visual encoder (see `avloc encoders`)")
+    parser.add_argument("--audio", default="small-audio", help="audio encoder (see `avloc encoders`)")
+    parser.add_argument("--weights", action="append", default=[], metavar="MODALITY=SOURCE",
+                        help="pretrained weights: visual=IMAGENET1K_V1, audio=audioset, or visual=/path/file.pth "
+                        "(repeatable; default: random init from a fixed seed)")
+    parser.add_argument("--fps", type=float, default=4.0, help="steps per second (default 4)")
+    parser.add_argument("--size", type=int, default=256, help="frame size in pixels (default 256)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avloc", description="Find which object is making the sound in a video.")
     parser.add_argument("--version", action="version", version=f"avloc {__version__}")
@@ -77,14 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Encode every clip of a native dataset and store per-clip feature maps. "
                              "Resumable: finished clips are skipped.")
     extract.add_argument("dataset", help="native dataset folder (with manifest.jsonl)")
-    extract.add_argument("--visual", default="small-visual", help="visual encoder (see `avloc encoders`)")
-    extract.add_argument("--audio", default="small-audio", help="audio encoder (see `avloc encoders`)")
-    extract.add_argument("--weights", action="append", default=[], metavar="MODALITY=SOURCE",
-                         help="pretrained weights: visual=IMAGENET1K_V1, audio=audioset, or visual=/path/file.pth "
-                         "(repeatable; default: random init from a fixed seed)")
+    _add_encoder_flags(extract)
     extract.add_argument("--out", required=True, help="output FILE.h5")
-    extract.add_argument("--fps", type=float, default=4.0, help="steps per second (default 4)")
-    extract.add_argument("--size", type=int, default=256, help="frame size in pixels (default 256)")
     extract.add_argument("--audio-window", type=float, default=None,
                          help="seconds of audio per step, centred on the frame (default 1/fps)")
     extract.add_argument("--shard", default="0/1", help="I/N: encode every N-th clip from the I-th (default 0/1)")
@@ -94,6 +143,53 @@ def build_parser() -> argparse.ArgumentParser:
 
     encoders = sub.add_parser("encoders", help="list the visual and audio encoders")
     encoders.set_defaults(run=_encoders)
+
+    models = sub.add_parser("models", help="list the registered localisation models")
+    models.set_defaults(run=_models)
+
+    train = sub.add_parser("train", help="train a model (weak supervision from video labels by default)",
+                           description="Train on random windows of a native dataset; checkpoints are selected on "
+                           "the validation split. Writes last.pt, best.pt, log.csv and loss.png to --out.")
+    train.add_argument("dataset", help="native dataset folder")
+    train.add_argument("--model", default="stm", help="model name (see `avloc models`)")
+    train.add_argument("--variant", default="c+u", choices=["c+u", "u", "none"],
+                       help="STM memory: c+u full, u no cross-modal memory, none no temporal memory")
+    train.add_argument("--memory-size", type=int, default=3, help="memory steps K (default 3)")
+    train.add_argument("--symmetric", action="store_true",
+                       help="memory window around t (reads the future, as the authors' code) instead of the past")
+    train.add_argument("--features", default=None, help="feature cache from `avloc extract` (default: encode videos)")
+    _add_encoder_flags(train)
+    train.add_argument("--finetune", action="store_true", help="train the encoders too (without --features)")
+    train.add_argument("--steps", type=int, default=4, help="steps per training window (default 4 = 1 s)")
+    train.add_argument("--batch-size", type=int, default=32, help="windows per batch (default 32)")
+    train.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
+    train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the paper)")
+    train.add_argument("--supervision", default="video", choices=["video", "segment"],
+                       help="video: weak video-level labels (paper); segment: per-step labels from segments")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
+    train.add_argument("--out", default=None, help="run folder (default runs/MODEL-VARIANT-seedS)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(run=_train)
+
+    evaluate = sub.add_parser("eval", help="localisation metrics per scenario (table + JSON)",
+                              description="Evaluate a checkpoint (or baseline:random / baseline:centre) on a split.")
+    evaluate.add_argument("checkpoint", help="checkpoint file, or baseline:random / baseline:centre")
+    evaluate.add_argument("dataset", help="native dataset folder")
+    evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
+    evaluate.add_argument("--features", default=None, help="feature cache (default: encode the videos)")
+    evaluate.add_argument("--size", type=int, default=256, help="map resolution for the metrics (default 256)")
+    evaluate.add_argument("--gt", default="union", choices=["union", "enclosing"],
+                          help="ground-truth map: union of boxes, or their enclosing box (STM authors)")
+    evaluate.add_argument("--boxes", default="enclosing", choices=["enclosing", "per-contour"],
+                          help="predicted boxes: one enclosing box (STM authors) or one per contour")
+    evaluate.add_argument("--matching", default="enclosing", choices=["enclosing", "greedy"],
+                          help="how several boxes are compared for IoU@0.5")
+    evaluate.add_argument("--top-percent", type=float, default=10.0, help="AVATAR global threshold for TN%%")
+    evaluate.add_argument("--out", default=None, help="JSON report (default: beside the checkpoint)")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(run=_eval)
     return parser
 
 

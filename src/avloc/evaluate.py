@@ -1,0 +1,243 @@
+"""``avloc eval``: localisation and classification metrics of a trained model, per scenario.
+
+Two passes. Pass 1 runs the model over every clip of the split (features from the cache,
+or decoded and encoded from the videos) and keeps the low-resolution heat map of every
+annotated frame. Pass 2 scores them under two protocols, printed with the numbers:
+
+- **STM / LVS (per frame)**: the map is upsampled bilinearly to ``size`` x ``size``,
+  min-max normalised, and thresholded at 0.5: mean cIoU@0.5, AP50 (share of frames with
+  cIoU >= 0.5), AUC of the success rate over cIoU thresholds 0, 0.05, ..., 1, and IoU@0.5
+  of the boxes from Otsu + contours against the ground-truth boxes.
+- **AVATAR (global)**: the raw maps (no per-frame normalisation; divided by one constant,
+  the split's maximum, which changes no ranking) are thresholded at the value above which
+  the top 10% of all pixels of the split lie; TN% is measured on frames whose ground truth
+  has no box (see :func:`avloc.metrics.true_negative_rate` for the rule).
+
+Rows: a frame counts toward its annotated scenario, except that every frame of a clip
+tagged ``cross-event`` counts toward the ``cross-event`` row instead; ``all`` holds every
+frame. Ground-truth boxes (original video pixels) are rasterised on the ``size`` grid.
+Baselines (``baseline:random``, ``baseline:centre``) replace the model by a map of uniform
+noise (8 x 8, upsampled) or by the centred box of half the frame's width and height.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from avloc.atomic import atomic_path
+from avloc.checkpoint import load_checkpoint
+from avloc.data.cache import CacheMeta, FeatureCache
+from avloc.data.manifest import ClipRecord, load_manifest
+from avloc.extract import encode_clip, mel_config_for
+from avloc.io.decode import frame_times, iter_steps, probe
+from avloc.localize import boxes_from_map, normalize, upsample
+from avloc.metrics import ClassificationMeter, LocalizationMeter
+from avloc.models.encoders import Encoder, create_encoder
+from avloc.train import TrainConfig, build_model
+from avloc.types import AvlocError
+
+SCENARIO_ROWS = ("single", "mixed", "multi-entity", "off-screen", "cross-event", "all")
+BASELINES = ("random", "centre")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How maps become numbers; printed and stored with every result."""
+
+    size: int = 256  # maps are upsampled to size x size; boxes rasterised on that grid
+    threshold: float = 0.5  # per-frame protocol, on min-max normalised maps (strict >)
+    gt_convention: str = "union"  # union of the boxes, or "enclosing" (the STM authors')
+    box_mode: str = "enclosing"  # Otsu + contours -> one enclosing box, or "per-contour"
+    matching: str = "enclosing"  # how several boxes are compared for IoU@0.5
+    top_percent: float = 10.0  # AVATAR's global threshold for TN%
+
+    def describe(self) -> str:
+        return (
+            f"maps upsampled (bilinear) to {self.size}x{self.size}; cIoU/AP50/AUC: per-frame min-max, "
+            f"threshold > {self.threshold}, ground truth = {self.gt_convention} of boxes; "
+            f"IoU@0.5: Otsu + contours, {self.box_mode} box(es), {self.matching} matching; "
+            f"TN%: raw maps, global top-{self.top_percent:g}% threshold over the split, frames without boxes"
+        )
+
+
+@dataclass
+class _Frame:
+    heatmap: torch.Tensor  # (h, w) raw map at feature resolution
+    boxes: tuple  # ground-truth boxes, original pixels
+    original_size: tuple[int, int]
+    row: str
+
+
+class _Predictor:
+    """Heat maps (T, h, w) and logits (T, K) | None of one clip, for a model or a baseline."""
+
+    def __init__(self, source: str, features: str | None, device: torch.device):
+        self.device, self.cache, self.baseline = device, None, None
+        if source.startswith("baseline:"):
+            self.baseline = source.removeprefix("baseline:")
+            if self.baseline not in BASELINES:
+                raise AvlocError(f"unknown baseline {self.baseline!r}; expected baseline:random or baseline:centre")
+            self.fps, self.classes, self.generator = 4.0, None, torch.Generator().manual_seed(0)
+            return
+        state = load_checkpoint(source)
+        self.config = TrainConfig.from_dict(state["config"])
+        self.classes, self.fps = list(state["classes"]), self.config.fps
+        self.model: nn.Module = build_model(self.config, self.classes, with_encoders=False)
+        encoder_state = {k: v for k, v in state["model"].items() if k.split(".")[0].endswith("_encoder")}
+        head_state = {k: v for k, v in state["model"].items() if k not in encoder_state}
+        try:
+            self.model.load_state_dict(head_state)
+        except RuntimeError as error:
+            raise AvlocError(f"{source}: does not fit a {self.config.model} model ({str(error).splitlines()[0]})")
+        self.model.to(device).eval()
+        if features is not None:
+            self.cache = FeatureCache(features)
+            self._check_cache(state)
+        else:
+            self.encoders = self._encoders(encoder_state, state.get("features_meta", ""), source)
+
+    def _check_cache(self, state: dict) -> None:
+        if state.get("features_meta"):
+            differences = CacheMeta.from_json(state["features_meta"]).differences(self.cache.meta)
+            if differences:
+                raise AvlocError(f"{self.cache.path}: extracted with other settings than the model was trained on "
+                                 f"({', '.join(differences)})")
+
+    def _encoders(self, encoder_state: dict, features_meta: str, source: str) -> tuple[Encoder, Encoder]:
+        encoders = []
+        for modality in ("visual", "audio"):
+            encoder = create_encoder(getattr(self.config, modality), getattr(self.config, f"{modality}_weights"))
+            own = {k.split(".", 1)[1]: v for k, v in encoder_state.items() if k.startswith(f"{modality}_encoder.")}
+            if own:
+                encoder.load_state_dict(own)
+            elif features_meta:
+                trained_on = getattr(CacheMeta.from_json(features_meta), f"{modality}_weights")
+                if encoder.weights_id != trained_on:
+                    raise AvlocError(f"{source}: trained on {modality} features of weights {trained_on}, but "
+                                     f"the encoder now has {encoder.weights_id}; pass the same weights or --features")
+            encoders.append(encoder.to(self.device).eval())
+        return encoders[0], encoders[1]
+
+    @torch.no_grad()
+    def __call__(self, record: ClipRecord) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
+        if self.baseline is not None:
+            times = frame_times(0.0, probe(record.video).duration, self.fps)
+            return self._baseline_maps(len(times)), None, times
+        if self.cache is not None:
+            clip = self.cache.read(record.id)
+        else:
+            visual, audio = self.encoders
+            steps = iter_steps(record.video, fps=self.config.fps, size=self.config.size,
+                               sample_rate=mel_config_for(audio).sample_rate)
+            clip = encode_clip(steps, visual, audio, mel_config_for(audio), 16, self.device)
+        output = self.model(visual=torch.from_numpy(clip.visual)[None].to(self.device),
+                            audio=torch.from_numpy(clip.audio)[None].to(self.device))
+        return output.heatmap[0].cpu(), output.logits[0].cpu(), clip.times
+
+    def _baseline_maps(self, count: int) -> torch.Tensor:
+        if self.baseline == "random":
+            return torch.rand(count, 8, 8, generator=self.generator)
+        centre = torch.zeros(count, 8, 8)
+        centre[:, 2:6, 2:6] = 1.0
+        return centre
+
+
+def evaluate(
+    source: str | os.PathLike,
+    dataset: str | os.PathLike,
+    split: str = "test",
+    features: str | None = None,
+    protocol: Protocol = Protocol(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Score ``source`` (a checkpoint path, or ``baseline:random`` / ``baseline:centre``) on a split.
+
+    Returns a JSON-serialisable report: ``rows`` (per scenario), ``segment_accuracy``,
+    ``protocol`` (its fields and a description), ``source``, ``split``, ``n_clips``.
+    """
+    records = load_manifest(dataset).split(split)
+    if not records:
+        raise AvlocError(f"{dataset}: the {split} split is empty")
+    predictor = _Predictor(str(source), features, torch.device(device))
+    frames, segments = [], ClassificationMeter()
+    for record in tqdm(records, desc=f"eval {split}", unit="clip", disable=not progress):
+        heatmaps, logits, times = predictor(record)
+        original = probe(record.video)
+        row = "cross-event" if "cross-event" in record.tags else None
+        for step, t in enumerate(times):
+            annotation = record.annotation_at(float(t), tolerance=0.5 / predictor.fps)
+            if annotation is not None:
+                frames.append(_Frame(heatmaps[step], annotation.boxes, (original.height, original.width),
+                                     row or annotation.scenario or "unlabelled"))
+        if logits is not None:
+            targets = [predictor.classes.index(record.label_at(float(t))) for t in times]
+            segments.update(logits.argmax(-1).numpy(), np.asarray(targets))
+    if not frames:
+        raise AvlocError(f"{dataset}: no annotated frames in the {split} split (manifest 'frames')")
+    rows = _score(frames, protocol)
+    return {
+        "source": str(source),
+        "split": split,
+        "n_clips": len(records),
+        "rows": rows,
+        "segment_accuracy": segments.summary()["accuracy"],
+        "protocol": {**asdict(protocol), "description": protocol.describe()},
+    }
+
+
+def _score(frames: list[_Frame], protocol: Protocol) -> dict:
+    size = (protocol.size, protocol.size)
+    per_frame = LocalizationMeter(protocol.threshold, gt_convention=protocol.gt_convention, matching=protocol.matching)
+    scale = max(float(frame.heatmap.max()) for frame in frames) or 1.0
+    avatar = LocalizationMeter("global", top_percent=protocol.top_percent, gt_convention=protocol.gt_convention)
+    for frame in frames:
+        raw = upsample(frame.heatmap, size)  # (h, w) -> (H, W)
+        normalised = normalize(raw)
+        pred_boxes = boxes_from_map(normalised, mode=protocol.box_mode)
+        gt = np.asarray(frame.boxes, dtype=np.float64).reshape(-1, 4)  # (N, 4), N may be 0
+        per_frame.update(normalised, gt_boxes=gt, pred_boxes=pred_boxes, scenario=frame.row,
+                         from_size=frame.original_size)
+        avatar.update((raw / scale).clamp(0, 1), gt_boxes=gt, scenario=frame.row, from_size=frame.original_size)
+    rows, tn_rows = per_frame.summary(), avatar.summary()
+    for name, row in rows.items():
+        row["tn_rate"] = tn_rows[name]["tn_rate"]
+        row["tn_threshold"] = tn_rows[name]["threshold"]
+    return rows
+
+
+def format_table(report: dict) -> str:
+    """The report as a fixed-width table with the protocol underneath."""
+    header = f"{'scenario':<13} {'frames':>6} {'cIoU@0.5':>9} {'AP50':>6} {'AUC':>6} {'IoU@0.5':>8} {'TN%':>6}"
+    lines = [f"{report['source']} on {report['split']} ({report['n_clips']} clips)", header, "-" * len(header)]
+    rows = report["rows"]
+    for name in [*(n for n in SCENARIO_ROWS if n in rows), *(n for n in rows if n not in SCENARIO_ROWS)]:
+        row = rows[name]
+
+        def cell(key: str, width: int, percent: bool = False) -> str:
+            value = row[key]
+            if value is None:
+                return f"{'-':>{width}}"
+            return f"{100 * value:>{width}.1f}" if percent else f"{value:>{width}.3f}"
+
+        lines.append(f"{name:<13} {row['n_frames']:>6d} {cell('ciou_at', 9)} {cell('ap50', 6)} {cell('auc', 6)} "
+                     f"{cell('iou_at_0.5', 8)} {cell('tn_rate', 6, percent=True)}")
+    accuracy = report["segment_accuracy"]
+    lines.append(f"segment accuracy: {'-' if accuracy is None else f'{accuracy:.3f}'}")
+    lines.append(f"protocol: {report['protocol']['description']}")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -1,0 +1,258 @@
+"""``avloc train``: weakly-supervised training with checkpoints, resume and logs.
+
+One readable loop (``train_one_epoch``, ``validate``, ``fit``). Samples are random windows
+of ``steps`` steps (default 4 = one second at 4 fps, the STM paper) from the feature cache
+or, without one, decoded from the videos and encoded by the model's own encoders.
+Checkpoint selection uses the validation split only (its loss under the same supervision
+as training, which needs no box annotations), never test.
+
+Files in ``out``: ``last.pt`` (every epoch, for ``--resume``), ``best.pt`` (lowest
+validation loss), ``log.csv`` and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from avloc import __version__
+from avloc.atomic import atomic_path
+from avloc.checkpoint import load_checkpoint, save_checkpoint
+from avloc.data.cache import FeatureCache
+from avloc.data.manifest import NativeDataset, load_manifest
+from avloc.data.windows import FeatureWindows, VideoWindows
+from avloc.extract import mel_config_for
+from avloc.losses import SUPERVISIONS, classification_loss
+from avloc.models import create_model
+from avloc.models.encoders import create_encoder
+from avloc.types import AvlocError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (stored, resolved, in every checkpoint)."""
+
+    dataset: str
+    out: str = "runs/stm"
+    model: str = "stm"
+    model_options: dict = field(default_factory=lambda: {"variant": "c+u"})
+    features: str | None = None  # feature cache; None = decode and encode the videos
+    visual: str = "small-visual"  # encoders (their names must match the cache's)
+    audio: str = "small-audio"
+    visual_weights: str | None = None
+    audio_weights: str | None = None
+    finetune: bool = False
+    fps: float = 4.0
+    size: int = 256
+    steps: int = 4
+    batch_size: int = 32
+    epochs: int = 30
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    supervision: str = "video"
+    seed: int = 0
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.supervision not in SUPERVISIONS:
+            raise AvlocError(f"unknown supervision {self.supervision!r}; expected one of {', '.join(SUPERVISIONS)}")
+        for name in ("steps", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise AvlocError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise AvlocError(f"lr must be > 0, got {self.lr}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def build_model(config: TrainConfig, classes: list[str], with_encoders: bool) -> nn.Module:
+    """The model of ``config``; with its encoders attached when it reads frames and log-mel."""
+    if with_encoders:
+        inputs = dict(visual_encoder=config.visual, audio_encoder=config.audio, visual_weights=config.visual_weights,
+                      audio_weights=config.audio_weights, finetune=config.finetune)
+    else:
+        inputs = dict(visual_channels=create_encoder(config.visual).out_channels,
+                      audio_channels=create_encoder(config.audio).out_channels)
+    return create_model(config.model, num_classes=len(classes), **config.model_options, **inputs)
+
+
+def _datasets(config: TrainConfig, dataset: NativeDataset) -> tuple[Dataset, Dataset]:
+    """Training windows and whole validation clips, from the cache or the videos."""
+    train_records, val_records = dataset.split("train"), dataset.split("val")
+    if not train_records:
+        raise AvlocError(f"{dataset.root}: the train split is empty")
+    if not val_records:
+        raise AvlocError(f"{dataset.root}: the val split is empty (checkpoints are selected on it)")
+    if config.features is not None:
+        cache = FeatureCache(config.features)
+        if (cache.meta.visual_encoder, cache.meta.audio_encoder) != (config.visual, config.audio):
+            raise AvlocError(
+                f"{cache.path}: holds {cache.meta.visual_encoder} + {cache.meta.audio_encoder} features, "
+                f"but the run uses --visual {config.visual} --audio {config.audio}"
+            )
+        if cache.meta.fps != config.fps:
+            raise AvlocError(f"{cache.path}: extracted at {cache.meta.fps} fps, the run uses {config.fps}")
+        return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps),
+                FeatureWindows(cache, val_records, dataset.classes, steps=None))
+    mel = mel_config_for(create_encoder(config.audio))
+    options = dict(fps=config.fps, size=config.size, mel=mel)
+    return (VideoWindows(train_records, dataset.classes, steps=config.steps, **options),
+            VideoWindows(val_records, dataset.classes, steps=None, **options))
+
+
+def _inputs(batch: dict) -> dict:
+    """The model's keyword inputs of a batch: feature maps or frames + log-mel."""
+    if "visual" in batch:
+        return {"visual": batch["visual"], "audio": batch["audio"]}
+    return {"frames": batch["frames"], "logmel": batch["logmel"]}
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    supervision: str, device: torch.device, progress: bool = True,
+                    description: str = "train") -> tuple[float, int]:
+    """One pass over ``loader``; returns the mean loss and the number of optimiser steps."""
+    model.train()
+    total, count = 0.0, 0
+    for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=not progress):
+        batch = _to(batch, device)
+        loss = classification_loss(model(**_inputs(batch)), batch, supervision)
+        if not torch.isfinite(loss):
+            raise AvlocError(f"the training loss became {loss.item()} (try a lower --lr)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + loss.item(), count + 1
+    return total / max(count, 1), count
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: DataLoader, supervision: str, device: torch.device) -> dict:
+    """Mean loss and video-level accuracy over whole validation clips."""
+    model.eval()
+    losses, correct, total = [], 0, 0
+    for batch in loader:
+        batch = _to(batch, device)
+        output = model(**_inputs(batch))
+        losses.append(classification_loss(output, batch, supervision).item())
+        correct += int((output.video_logits.argmax(-1) == batch["label"]).sum())
+        total += len(batch["label"])
+    return {"loss": sum(losses) / len(losses), "accuracy": correct / total}
+
+
+def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
+        device: str | torch.device = "cpu") -> Path:
+    """Train ``config``; returns the path of the best checkpoint."""
+    device = torch.device(device)
+    out = Path(config.out)
+    dataset = load_manifest(config.dataset)
+    classes = list(dataset.classes)
+    torch.manual_seed(config.seed)
+    train_set, val_set = _datasets(config, dataset)
+    model = build_model(config, classes, with_encoders=config.features is None).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    start_epoch, step, best = 0, 0, math.inf
+    if resume:
+        start_epoch, step, best = _resume(out / "last.pt", config, classes, model, optimizer)
+    elif (out / "last.pt").exists():
+        raise AvlocError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+    generator = torch.Generator()
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                              num_workers=config.workers, generator=generator)
+    val_loader = DataLoader(val_set, batch_size=1, num_workers=config.workers)
+    out.mkdir(parents=True, exist_ok=True)
+    history = _read_log(out / "log.csv") if resume else []
+    features_meta = _features_meta(config)
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        generator.manual_seed(config.seed * 100_003 + epoch)  # the order of epoch e never depends on a resume
+        train_loss, steps = train_one_epoch(model, train_loader, optimizer, config.supervision, device,
+                                            progress, description=f"epoch {epoch + 1}/{config.epochs}")
+        step += steps
+        val = validate(model, val_loader, config.supervision, device)
+        history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss, "val_loss": val["loss"],
+                        "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - started})
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f",
+                 epoch + 1, train_loss, val["loss"], val["accuracy"])
+        state = {"avloc_version": __version__, "config": asdict(config), "classes": classes,
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                 "step": step, "best": min(best, val["loss"]), "rng": torch.get_rng_state(),
+                 "features_meta": features_meta}
+        if val["loss"] < best:
+            best = val["loss"]
+            save_checkpoint(out / "best.pt", state)
+        save_checkpoint(out / "last.pt", state)
+        _write_log(out, history)
+    return out / "best.pt"
+
+
+def _features_meta(config: TrainConfig) -> str:
+    """The cache's extraction metadata (encoder weights ids included), or "" when trained on videos."""
+    return FeatureCache(config.features).meta.to_json() if config.features is not None else ""
+
+
+def _resume(path: Path, config: TrainConfig, classes: list[str], model: nn.Module,
+            optimizer: torch.optim.Optimizer) -> tuple[int, int, float]:
+    state = load_checkpoint(path)
+    saved = TrainConfig.from_dict(state["config"])
+    changed = [f.name for f in fields(TrainConfig)
+               if f.name not in ("epochs", "workers") and getattr(saved, f.name) != getattr(config, f.name)]
+    if changed:
+        raise AvlocError(f"{path}: was trained with other settings ({', '.join(changed)}); cannot resume")
+    if state["classes"] != classes:
+        raise AvlocError(f"{path}: was trained on other classes than {config.dataset} has")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return state["epoch"], state["step"], state["best"]
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as rows:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(rows)]
+
+
+def _write_log(out: Path, history: list[dict]) -> None:
+    """``log.csv`` and the loss curve ``loss.png``, both written atomically."""
+    with atomic_path(out / "log.csv") as tmp, open(tmp, "w", newline="") as rows:
+        writer = csv.DictWriter(rows, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    epochs = [row["epoch"] for row in history]
+    axis.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train")
+    axis.plot(epochs, [row["val_loss"] for row in history], marker="o", label="validation")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("loss")
+    axis.set_title(f"{out.name}: loss")
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(out / "loss.png") as tmp:
+        figure.savefig(tmp, dpi=100)
+    plt.close(figure)

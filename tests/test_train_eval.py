@@ -1,0 +1,114 @@
+"""Train, resume and evaluate end to end on a tiny synthetic benchmark (features cached)."""
+
+import json
+
+import pytest
+import torch
+
+from avloc.checkpoint import load_checkpoint, save_checkpoint
+from avloc.cli import main
+from avloc.data.synth import generate_dataset
+from avloc.evaluate import SCENARIO_ROWS, Protocol, evaluate
+from avloc.extract import extract_features
+from avloc.train import TrainConfig, fit
+from avloc.types import AvlocError
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    dataset = generate_dataset(root / "data", clips=20, seed=1, size=64, seconds=2.0, workers=1, progress=False)
+    features = root / "features.h5"
+    extract_features(dataset, features, size=64, progress=False)
+    return dataset, features
+
+
+def _config(bench, out, **overrides):
+    dataset, features = bench
+    values = dict(dataset=str(dataset), features=str(features), out=str(out), size=64, epochs=2, batch_size=8,
+                  lr=1e-3, model_options={"variant": "c+u", "channels": 32})
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_fit_writes_checkpoints_log_and_curve(bench, tmp_path):
+    best = fit(_config(bench, tmp_path / "run"), progress=False)
+    run = best.parent
+    assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "log.csv", "loss.png"}
+    state = load_checkpoint(run / "last.pt")
+    assert state["epoch"] == 2 and state["step"] > 0 and state["avloc_version"]
+    assert state["classes"][-1] == "background" and state["config"]["lr"] == 1e-3
+    assert len((run / "log.csv").read_text().splitlines()) == 3
+    assert (run / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_continues_where_the_run_stopped(bench, tmp_path):
+    out = tmp_path / "run"
+    fit(_config(bench, out, epochs=1), progress=False)
+    with pytest.raises(AvlocError, match="--resume"):
+        fit(_config(bench, out, epochs=2), progress=False)
+    fit(_config(bench, out, epochs=2), resume=True, progress=False)
+    resumed = load_checkpoint(out / "last.pt")
+    straight = load_checkpoint(fit(_config(bench, tmp_path / "straight"), progress=False).with_name("last.pt"))
+    assert resumed["epoch"] == 2 and resumed["step"] == straight["step"]
+    for key, value in straight["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, msg=key)
+    assert len((out / "log.csv").read_text().splitlines()) == 3
+    with pytest.raises(AvlocError, match="other settings \\(lr\\)"):
+        fit(_config(bench, out, epochs=3, lr=1e-2), resume=True, progress=False)
+
+
+def test_eval_reports_every_scenario_with_protocol(bench, tmp_path):
+    dataset, features = bench
+    best = fit(_config(bench, tmp_path / "run", epochs=1), progress=False)
+    report = evaluate(best, dataset, split="test", features=str(features), protocol=Protocol(size=64), progress=False)
+    assert set(report["rows"]) <= set(SCENARIO_ROWS) and "all" in report["rows"]
+    assert report["rows"]["all"]["n_frames"] == sum(r["n_frames"] for k, r in report["rows"].items() if k != "all")
+    assert 0.0 <= report["rows"]["all"]["ciou_at"] <= 1.0 and 0.0 <= report["segment_accuracy"] <= 1.0
+    assert "threshold > 0.5" in report["protocol"]["description"]
+    # From the videos (no cache) the same encoders give the same numbers.
+    from_video = evaluate(best, dataset, split="test", protocol=Protocol(size=64), progress=False)
+    assert from_video["rows"]["all"]["ciou_at"] == pytest.approx(report["rows"]["all"]["ciou_at"], abs=1e-3)
+
+
+def test_cli_train_eval_and_baselines(bench, tmp_path, capsys):
+    dataset, features = bench
+    out = tmp_path / "run"
+    assert main(["train", str(dataset), "--features", str(features), "--size", "64", "--epochs", "1",
+                 "--batch-size", "8", "--out", str(out), "-q"]) == 0
+    assert main(["eval", str(out / "best.pt"), str(dataset), "--features", str(features), "--size", "64",
+                 "--out", str(tmp_path / "r.json"), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "cIoU@0.5" in printed and "protocol:" in printed
+    assert json.loads((tmp_path / "r.json").read_text())["split"] == "test"
+    for baseline in ("baseline:random", "baseline:centre"):
+        assert main(["eval", baseline, str(dataset), "--size", "64", "--out", str(tmp_path / "b.json"), "-q"]) == 0
+    assert main(["models"]) == 0 and "stm" in capsys.readouterr().out
+
+
+def test_bad_checkpoints_are_refused_with_one_line(bench, tmp_path, capsys):
+    dataset, _ = bench
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "avloc-checkpoint", "x": Evil()}, evil)
+    for path, reason in [(corrupt, "not a readable checkpoint"), (foreign, "not an avloc checkpoint"),
+                         (evil, "refused to load"), (tmp_path / "missing.pt", "no such checkpoint")]:
+        assert main(["eval", str(path), str(dataset), "-q"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("avloc: error: ") and reason in error and error.count("\n") == 1
+        assert "pwned" not in error
+
+
+def test_checkpoint_round_trip_is_atomic(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 4})
+    assert load_checkpoint(path)["step"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
