@@ -126,3 +126,34 @@ def test_cli_extract_and_bad_input(tiny_dataset, tmp_path, capsys):
     assert "no such manifest" in capsys.readouterr().err
     assert main(["extract", str(tiny_dataset), "--out", str(out), "--weights", "vis=x", "-q"]) == 2
     assert "bad --weights" in capsys.readouterr().err
+
+
+def test_video_windows_match_the_cached_features(tiny_dataset, full_cache):
+    from avloc.audio import MelConfig
+    from avloc.data.windows import VideoWindows
+    from avloc.models.encoders import create_encoder
+
+    dataset = load_manifest(tiny_dataset)
+    windows = VideoWindows(dataset.split("test"), dataset.classes, steps=4, fps=4.0, size=64, mel=MelConfig())
+    torch.manual_seed(3)
+    sample = windows[0]
+    assert sample["frames"].shape == (4, 3, 64, 64) and sample["logmel"].shape == (4, 1, 64, 23)
+    first = round(float(sample["times"][0]) * 4 - 0.5)
+    with torch.inference_mode():
+        visual = create_encoder("small-visual").eval()(sample["frames"])
+    cached = FeatureCache(full_cache).read("clip/2", start=first, length=4)
+    np.testing.assert_allclose(visual.numpy(), cached.visual, atol=1e-4)
+
+
+def test_corrupt_video_is_reported_and_finished_clips_are_kept(tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset, broken)
+    (broken / "videos" / "2.mp4").write_bytes(b"\x00not a video")
+    out = tmp_path / "f.h5"
+    assert main(["extract", str(broken), "--out", str(out), "--size", "64", "-q"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("avloc: error: ") and "2.mp4" in error and "\n" not in error
+    assert not out.exists()
+    assert len(list(out.with_name("f.h5.parts").glob("*.npz"))) == 2

@@ -268,3 +268,29 @@ def test_tiny_stm_learns_to_localise_the_sounding_position():
     accuracy = (out.video_logits.argmax(dim=-1) == label).float().mean().item()
     assert hits > 0.8, f"argmax of the heat map on the sounding position in {hits:.0%} (random: 6%)"
     assert accuracy > 0.8, f"accuracy {accuracy:.0%} (chance: 25%)"
+
+
+def test_spatial_temperature_defaults_to_sqrt_c_and_one_gives_eq1():
+    visual, audio = features()
+    with torch.no_grad():
+        default = small_stm()(visual, audio)
+        scaled = small_stm(spatial_temperature=32**0.5)(visual, audio)
+        eq1 = small_stm(spatial_temperature=1.0)(visual, audio)
+    torch.testing.assert_close(default.heatmap, scaled.heatmap)
+    assert not torch.allclose(default.heatmap, eq1.heatmap)
+    assert eq1.heatmap.amax() > default.heatmap.amax()  # unscaled logits -> a peakier softmax
+
+
+def test_audio_dropout_hides_the_audio_vector_from_the_classifier_in_training_only():
+    visual, audio = features()
+    model = small_stm(audio_dropout=1.0).train()
+    model(visual, audio).video_logits.sum().backward()
+    audio_half = model.classifier.fc1.weight.grad[:, 32:]  # columns of phi(hat x_a) in O^t = [sum x_av ; phi(x_a)]
+    assert audio_half.abs().max() == 0 and model.classifier.fc1.weight.grad[:, :32].abs().max() > 0
+    model.eval()
+    with torch.no_grad():
+        before = model(visual, audio).logits
+        model.classifier.fc1.weight[:, 32:] += 1.0
+        assert not torch.allclose(before, model(visual, audio).logits)
+    with pytest.raises(AvlocError, match="audio_dropout"):
+        small_stm(audio_dropout=1.5)

@@ -32,20 +32,23 @@ def spatial_pool(x: torch.Tensor, kind: str = "max") -> torch.Tensor:
     raise AvlocError(f"unknown pool {kind!r}; expected one of {', '.join(POOLS)}")
 
 
-def cross_modal_attention(visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cross_modal_attention(
+    visual: torch.Tensor, audio: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-modal spatial attention f (STM eq. 1): where in the visual map the audio vector is.
 
-    ``alpha(i, j) = softmax_{i,j}(visual(i, j) . audio)`` (a plain dot product, no temperature),
-    and the attended map ``alpha(i, j) * visual(i, j, c)`` on every channel c.
+    ``alpha(i, j) = softmax_{i,j}(visual(i, j) . audio / temperature)`` and the attended map
+    ``alpha(i, j) * visual(i, j, c)`` on every channel c. Eq. 1 is ``temperature = 1``.
 
     Args:
         visual: ``(..., C, h, w)`` visual (or audio-visual) map.
         audio: ``(..., C)`` audio vector, already pooled (phi) by the caller.
+        temperature: divides the dot products before the softmax.
 
     Returns:
         ``(attended, alpha)``: ``(..., C, h, w)`` and ``(..., h, w)``, alpha summing to 1 over (h, w).
     """
-    scores = torch.einsum("...chw,...c->...hw", visual, audio)  # (..., C, h, w), (..., C) -> (..., h, w)
+    scores = torch.einsum("...chw,...c->...hw", visual, audio) / temperature  # (..., C, h, w), (..., C) -> (..., h, w)
     alpha = scores.flatten(-2).softmax(dim=-1).view_as(scores)  # (..., h*w) -> (..., h, w)
     return alpha.unsqueeze(-3) * visual, alpha  # (..., 1, h, w) * (..., C, h, w)
 

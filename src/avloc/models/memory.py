@@ -160,6 +160,7 @@ class SpaceTimeMemory(nn.Module):
         causal: True (default): the K previous steps; False: the symmetric window
             t-K//2..t+K//2 of the authors' code (past and future).
         pool: phi of the temporal and spatial attention, "max" (default) or "mean".
+        spatial_temperature: divides the dot products of the spatial attention (line 4).
     """
 
     def __init__(
@@ -171,6 +172,7 @@ class SpaceTimeMemory(nn.Module):
         heads: int = 1,
         causal: bool = True,
         pool: str = "max",
+        spatial_temperature: float = 1.0,
     ) -> None:
         super().__init__()
         check_choice("variant", variant, VARIANTS)
@@ -178,6 +180,7 @@ class SpaceTimeMemory(nn.Module):
         if memory_size < 1:
             raise AvlocError(f"memory_size must be >= 1, got {memory_size}")
         self.variant, self.memory_size, self.causal, self.pool = variant, memory_size, causal, pool
+        self.spatial_temperature = spatial_temperature
 
         def build(used: bool) -> TemporalAttention | None:
             return TemporalAttention(channels, heads=heads, pool=pool) if used else None
@@ -197,7 +200,8 @@ class SpaceTimeMemory(nn.Module):
         bank = bank if bank is not None else MemoryBank()
         audio_hat = self._propagate(self.audio_memory, audio, bank.audio)  # line 2
         visual_hat = self._propagate(self.visual_memory, visual, bank.visual)  # line 3
-        cross_modal, alpha = cross_modal_attention(visual_hat, spatial_pool(audio_hat, self.pool))  # line 4
+        audio_vector = spatial_pool(audio_hat, self.pool)  # (B, T, C, m, n) -> (B, T, C)
+        cross_modal, alpha = cross_modal_attention(visual_hat, audio_vector, self.spatial_temperature)  # line 4
         audio_visual = self._propagate(self.audio_visual_memory, cross_modal, bank.audio_visual)  # line 5
         return MemoryOutput(audio_hat, audio_visual, cross_modal, alpha)
 

@@ -1,0 +1,54 @@
+import subprocess
+import sys
+
+import pytest
+
+from avloc.cli import build_parser, main
+from avloc.models.encoders import list_encoders
+
+
+def _subcommands():
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    return sorted(sub.choices)
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: avloc {command}" in capsys.readouterr().out
+
+
+def test_console_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "avloc", "--help"], capture_output=True, text=True, check=True)
+    assert "synth" in result.stdout and "extract" in result.stdout
+
+
+def test_encoders_lists_every_encoder(capsys):
+    assert main(["encoders"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list_encoders()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--clips", "0", "--seed", "1"], "--clips"),
+        (["--clips", "2", "--seed", "1", "--size", "33"], "--size"),
+        (["--clips", "2", "--seed", "1", "--seconds", "0"], "--seconds"),
+    ],
+)
+def test_synth_bad_arguments_give_one_line(tmp_path, capsys, args, message):
+    assert main(["synth", str(tmp_path / "out"), "-q", *args]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("avloc: error: ") and message in error and error.count("\n") == 1
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+def test_synth_refuses_a_foreign_nonempty_folder(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("keep me")
+    assert main(["synth", str(tmp_path), "--clips", "1", "--seed", "0", "-q"]) == 2
+    assert "avloc: error: " in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
