@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from avloc.types import AvlocError
@@ -32,8 +33,11 @@ def spatial_pool(x: torch.Tensor, kind: str = "max") -> torch.Tensor:
     raise AvlocError(f"unknown pool {kind!r}; expected one of {', '.join(POOLS)}")
 
 
+SIMILARITIES = ("dot", "cosine")
+
+
 def cross_modal_attention(
-    visual: torch.Tensor, audio: torch.Tensor, temperature: float = 1.0
+    visual: torch.Tensor, audio: torch.Tensor, temperature: float = 1.0, similarity: str = "dot"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-modal spatial attention f (STM eq. 1): where in the visual map the audio vector is.
 
@@ -43,12 +47,18 @@ def cross_modal_attention(
     Args:
         visual: ``(..., C, h, w)`` visual (or audio-visual) map.
         audio: ``(..., C)`` audio vector, already pooled (phi) by the caller.
-        temperature: divides the dot products before the softmax.
+        temperature: divides the similarities before the softmax.
+        similarity: "dot" (eq. 1) or "cosine" (both vectors L2-normalised first, so that the
+            attention follows the direction of the features, not their magnitude).
 
     Returns:
         ``(attended, alpha)``: ``(..., C, h, w)`` and ``(..., h, w)``, alpha summing to 1 over (h, w).
     """
-    scores = torch.einsum("...chw,...c->...hw", visual, audio) / temperature  # (..., C, h, w), (..., C) -> (..., h, w)
+    check_choice("similarity", similarity, SIMILARITIES)
+    keys, query = visual, audio
+    if similarity == "cosine":
+        keys, query = F.normalize(visual, dim=-3), F.normalize(audio, dim=-1)
+    scores = torch.einsum("...chw,...c->...hw", keys, query) / temperature  # (..., C, h, w), (..., C) -> (..., h, w)
     alpha = scores.flatten(-2).softmax(dim=-1).view_as(scores)  # (..., h*w) -> (..., h, w)
     return alpha.unsqueeze(-3) * visual, alpha  # (..., 1, h, w) * (..., C, h, w)
 

@@ -160,7 +160,8 @@ class SpaceTimeMemory(nn.Module):
         causal: True (default): the K previous steps; False: the symmetric window
             t-K//2..t+K//2 of the authors' code (past and future).
         pool: phi of the temporal and spatial attention, "max" (default) or "mean".
-        spatial_temperature: divides the dot products of the spatial attention (line 4).
+        spatial_temperature: divides the similarities of the spatial attention (line 4).
+        spatial_similarity: "dot" (eq. 1) or "cosine" for the spatial attention.
     """
 
     def __init__(
@@ -173,6 +174,7 @@ class SpaceTimeMemory(nn.Module):
         causal: bool = True,
         pool: str = "max",
         spatial_temperature: float = 1.0,
+        spatial_similarity: str = "dot",
     ) -> None:
         super().__init__()
         check_choice("variant", variant, VARIANTS)
@@ -180,7 +182,7 @@ class SpaceTimeMemory(nn.Module):
         if memory_size < 1:
             raise AvlocError(f"memory_size must be >= 1, got {memory_size}")
         self.variant, self.memory_size, self.causal, self.pool = variant, memory_size, causal, pool
-        self.spatial_temperature = spatial_temperature
+        self.spatial_temperature, self.spatial_similarity = spatial_temperature, spatial_similarity
 
         def build(used: bool) -> TemporalAttention | None:
             return TemporalAttention(channels, heads=heads, pool=pool) if used else None
@@ -201,7 +203,9 @@ class SpaceTimeMemory(nn.Module):
         audio_hat = self._propagate(self.audio_memory, audio, bank.audio)  # line 2
         visual_hat = self._propagate(self.visual_memory, visual, bank.visual)  # line 3
         audio_vector = spatial_pool(audio_hat, self.pool)  # (B, T, C, m, n) -> (B, T, C)
-        cross_modal, alpha = cross_modal_attention(visual_hat, audio_vector, self.spatial_temperature)  # line 4
+        cross_modal, alpha = cross_modal_attention(
+            visual_hat, audio_vector, self.spatial_temperature, self.spatial_similarity
+        )  # line 4
         audio_visual = self._propagate(self.audio_visual_memory, cross_modal, bank.audio_visual)  # line 5
         return MemoryOutput(audio_hat, audio_visual, cross_modal, alpha)
 

@@ -33,7 +33,10 @@ VGGISH_INPUT_SPEC: dict[str, Any] = {
 
 
 class ConvBlock(nn.Sequential):
-    """``conv kxk -> [BatchNorm] -> ReLU``; ``norm=False`` gives a biased conv and no BN (VGG)."""
+    """``conv kxk -> [BatchNorm] -> ReLU``; ``norm=False`` gives a biased conv and no BN (VGG).
+
+    Padding defaults to ``kernel_size // 2`` ("same" for odd kernels).
+    """
 
     def __init__(
         self,
@@ -42,6 +45,7 @@ class ConvBlock(nn.Sequential):
         *,
         stride: int = 1,
         kernel_size: int = 3,
+        padding: int | None = None,
         norm: bool = True,
     ) -> None:
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -50,7 +54,7 @@ class ConvBlock(nn.Sequential):
             out_channels,
             kernel_size,
             stride=stride,
-            padding=kernel_size // 2,
+            padding=kernel_size // 2 if padding is None else padding,
             bias=not norm,
         )
         if norm:

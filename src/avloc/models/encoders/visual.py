@@ -93,9 +93,13 @@ class VGG19Encoder(_TorchvisionEncoder):
 
 
 class SmallVisualEncoder(VisualEncoder):
-    """A small CNN for CPU runs: 7 conv-BN-ReLU blocks (3x3), stride 16, C = 128.
+    """A small CNN for CPU runs: stride 16, C = 128, ``(N, 3, H, W) -> (N, 128, H // 16, W // 16)``.
 
-    ``(N, 3, H, W) -> (N, 128, ceil(H/16), ceil(W/16))``: 8x8 at 128 px, 16x16 at 256 px.
+    8x8 at 128 px, 16x16 at 256 px. Built for localisation on the feature grid: it downsamples
+    with 2x2 stride-2 convolutions ("patchify" steps, no padding) and mixes context with
+    symmetric 3x3 convolutions, so feature cell (i, j) is centred exactly on the pixels
+    [16i, 16i + 16) x [16j, 16j + 16) it is drawn on (a 3x3 stride-2 conv with padding 1 would
+    centre it half a cell up and left), and its receptive field is 60 px, not most of the frame.
     No pretrained weights (``weights=None`` or a local file).
     """
 
@@ -103,13 +107,17 @@ class SmallVisualEncoder(VisualEncoder):
 
     def __init__(self) -> None:
         super().__init__(out_channels=128, size=128, stride=16)
+
+        def down(c_in: int, c_out: int) -> ConvBlock:
+            return ConvBlock(c_in, c_out, stride=2, kernel_size=2, padding=0)
+
         self.features = nn.Sequential(
-            ConvBlock(3, 32, stride=2),
-            ConvBlock(32, 64, stride=2),
-            ConvBlock(64, 96, stride=2),
-            ConvBlock(96, 96),
-            ConvBlock(96, 128, stride=2),
-            ConvBlock(128, 128),
+            down(3, 32),
+            ConvBlock(32, 32),
+            down(32, 64),
+            ConvBlock(64, 64),
+            down(64, 96),
+            down(96, 128),
             ConvBlock(128, 128),
         )
 
