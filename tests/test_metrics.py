@@ -175,7 +175,7 @@ def test_localization_meter_fixed_threshold_golden():
     assert rows["all"] == {
         "n_frames": 3, "n_gt": 2, "n_negative": 1, "n_boxes": 2, "threshold": 0.5,
         "ciou_at": pytest.approx(1 / 3), "ap50": 0.5, "auc": pytest.approx(0.35),
-        "iou_at_0.5": 0.5, "tn_rate": pytest.approx(15 / 16),
+        "iou_at_0.5": 0.5, "tn_rate": pytest.approx(15 / 16), "pointing": 0.5,  # a flat map points nowhere
     }
     assert rows["single"]["tn_rate"] is None and rows["single"]["n_frames"] == 2
     assert rows["off-screen"]["ciou_at"] is None and rows["off-screen"]["auc"] is None
@@ -234,3 +234,23 @@ def test_localization_meter_global_matches_exact_computation():
     assert row["auc"] == pytest.approx(success_auc(cious))
     assert row["tn_rate"] == pytest.approx(true_negative_rate(negatives, tau, "frame", 0.05))
     assert row["n_gt"] == 4 and row["n_negative"] == 2
+
+
+def test_pointing_game_by_hand():
+    from avloc.metrics import pointing_hit
+
+    gt = np.zeros((4, 4))
+    gt[1:3, 1:3] = 1
+    hit = np.zeros((4, 4))
+    hit[2, 1] = 0.9
+    miss = np.zeros((4, 4))
+    miss[0, 3] = 0.9
+    assert pointing_hit(hit, gt) == 1.0 and pointing_hit(miss, gt) == 0.0
+    assert math.isnan(pointing_hit(hit, np.zeros((4, 4))))
+    assert pointing_hit(np.ones((4, 4)), gt) == 0.0
+    meter = LocalizationMeter(0.5)
+    meter.update(hit, gt_map=gt, scenario="single")
+    meter.update(miss, gt_map=gt, scenario="single")
+    meter.update(miss, gt_map=np.zeros((4, 4)), scenario="off-screen")
+    rows = meter.summary()
+    assert rows["single"]["pointing"] == 0.5 and rows["off-screen"]["pointing"] is None

@@ -7,7 +7,8 @@ annotated frame. Pass 2 scores them under two protocols, printed with the number
 - **STM / LVS (per frame)**: the map is upsampled bilinearly to ``size`` x ``size``,
   min-max normalised, and thresholded at 0.5: mean cIoU@0.5, AP50 (share of frames with
   cIoU >= 0.5), AUC of the success rate over cIoU thresholds 0, 0.05, ..., 1, and IoU@0.5
-  of the boxes from Otsu + contours against the ground-truth boxes.
+  of the boxes from Otsu + contours against the ground-truth boxes; pointing game (share of
+  frames whose map maximum lies inside a ground-truth box).
 - **AVATAR (global)**: the raw maps (no per-frame normalisation; divided by one constant,
   the split's maximum, which changes no ranking) are thresholded at the value above which
   the top 10% of all pixels of the split lie; TN% is measured on frames whose ground truth
@@ -216,7 +217,8 @@ def _score(frames: list[_Frame], protocol: Protocol) -> dict:
 
 def format_table(report: dict) -> str:
     """The report as a fixed-width table with the protocol underneath."""
-    header = f"{'scenario':<13} {'frames':>6} {'cIoU@0.5':>9} {'AP50':>6} {'AUC':>6} {'IoU@0.5':>8} {'TN%':>6}"
+    header = (f"{'scenario':<13} {'frames':>6} {'cIoU@0.5':>9} {'AP50':>6} {'AUC':>6} {'IoU@0.5':>8} "
+              f"{'TN%':>6} {'point':>6}")
     lines = [f"{report['source']} on {report['split']} ({report['n_clips']} clips)", header, "-" * len(header)]
     rows = report["rows"]
     for name in [*(n for n in SCENARIO_ROWS if n in rows), *(n for n in rows if n not in SCENARIO_ROWS)]:
@@ -229,7 +231,7 @@ def format_table(report: dict) -> str:
             return f"{100 * value:>{width}.1f}" if percent else f"{value:>{width}.3f}"
 
         lines.append(f"{name:<13} {row['n_frames']:>6d} {cell('ciou_at', 9)} {cell('ap50', 6)} {cell('auc', 6)} "
-                     f"{cell('iou_at_0.5', 8)} {cell('tn_rate', 6, percent=True)}")
+                     f"{cell('iou_at_0.5', 8)} {cell('tn_rate', 6, percent=True)} {cell('pointing', 6)}")
     accuracy = report["segment_accuracy"]
     lines.append(f"segment accuracy: {'-' if accuracy is None else f'{accuracy:.3f}'}")
     lines.append(f"protocol: {report['protocol']['description']}")

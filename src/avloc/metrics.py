@@ -200,6 +200,22 @@ def _tn_from_above(above_share: np.ndarray, rule: str, tolerance: float) -> np.n
 # Box-level metrics
 
 
+def pointing_hit(pred_map: ArrayLike, gt: ArrayLike) -> float:
+    """Pointing game (Zhang et al., ECCV 2016): 1.0 if the map's maximum lies on the ground truth.
+
+    The maximum is the first arg-max in row-major order; the hit is ``gt > 0`` there. A constant
+    map points nowhere (0.0). NaN when the ground truth is empty.
+    """
+    alpha, g = _map2d(pred_map, "pred_map"), _map2d(gt, "gt")
+    if g.shape != alpha.shape:
+        raise AvlocError(f"gt {g.shape} and pred_map {alpha.shape} differ in shape")
+    if not (g > 0).any():
+        return math.nan
+    if alpha.max() == alpha.min():
+        return 0.0
+    return float(g.reshape(-1)[int(np.argmax(alpha))] > 0)  # (H, W) -> (H*W,)
+
+
 def box_iou(a: ArrayLike | Sequence, b: ArrayLike | Sequence, plus_one: bool = False) -> torch.Tensor:
     """Pairwise IoU of xyxy boxes.
 
@@ -413,6 +429,7 @@ class LocalizationMeter:
         self.auc_thresholds = np.asarray(auc_thresholds, dtype=np.float64)
         self._scenarios: list[str | None] = []
         self._box_iou: list[float] = []
+        self._pointing: list[float] = []  # NaN on frames without gt
         self._ciou: list[float] = []  # fixed threshold: NaN on frames without gt
         self._above: list[float] = []  # fixed threshold: share above tau, NaN on gt frames
         self._hists: list[tuple[np.ndarray | None, np.ndarray]] = []  # global: (gt mass, gt-free count)
@@ -484,6 +501,7 @@ class LocalizationMeter:
             self._above.append(math.nan if g.sum() > 0 else above)
         self._scenarios.append(scenario)
         self._box_iou.append(box_score)
+        self._pointing.append(pointing_hit(alpha, g))
 
     def global_threshold(self) -> float:
         """Tau for the frames seen so far (the fixed threshold when not global)."""
@@ -520,13 +538,15 @@ class LocalizationMeter:
         Each row: ``n_frames``, ``n_gt`` (frames with ground truth), ``n_negative``
         (frames without), ``n_boxes`` (frames with a box IoU), ``threshold``, ``ciou_at``
         (mean cIoU at the threshold: the STM tables' "cIoU@0.5"), ``ap50``, ``auc``,
-        ``iou_at_0.5`` (share of box frames with IoU >= ``iou_threshold``), ``tn_rate``.
+        ``iou_at_0.5`` (share of box frames with IoU >= ``iou_threshold``), ``tn_rate``,
+        ``pointing`` (share of frames with ground truth whose map maximum lies on it).
         A metric without frames to average is None.
         """
         if not len(self):
             raise AvlocError("LocalizationMeter: no frames yet")
         cious, above = self._per_frame()
         boxes = np.asarray(self._box_iou, dtype=np.float64)
+        pointing = np.asarray(self._pointing, dtype=np.float64)
         scenarios = np.asarray([s if s is not None else "" for s in self._scenarios], dtype=object)
         names = ["all"] + sorted({s for s in self._scenarios if s is not None})
         tau = self.global_threshold()
@@ -536,6 +556,7 @@ class LocalizationMeter:
             c = cious[pick & ~np.isnan(cious)]
             a = above[pick & ~np.isnan(above)]
             b = boxes[pick & ~np.isnan(boxes)]
+            p = pointing[pick & ~np.isnan(pointing)]
             rows[name] = {
                 "n_frames": int(pick.sum()),
                 "n_gt": int(c.size),
@@ -547,6 +568,7 @@ class LocalizationMeter:
                 "auc": success_auc(c, self.auc_thresholds) if c.size else None,
                 "iou_at_0.5": float(np.mean(b >= self.iou_threshold)) if b.size else None,
                 "tn_rate": _mean_or_none(_tn_from_above(a, self.tn_rule, self.tn_tolerance)),
+                "pointing": _mean_or_none(p),
             }
         return rows
 
