@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from avloc import __version__
@@ -67,7 +68,8 @@ def _train(args: argparse.Namespace) -> int:
     from avloc.train import TrainConfig, fit
 
     weights = _parse_weights(args.weights)
-    options = {"variant": args.variant, "memory_size": args.memory_size, "causal": not args.symmetric}
+    options = {"variant": args.variant, "memory_size": args.memory_size, "causal": not args.symmetric,
+               "audio_dropout": args.audio_dropout}
     config = TrainConfig(
         dataset=args.dataset, out=args.out or f"runs/{args.model}-{args.variant}-seed{args.seed}", model=args.model,
         model_options=options, features=args.features, visual=args.visual, audio=args.audio,
@@ -90,14 +92,15 @@ def _eval(args: argparse.Namespace) -> int:
                         top_percent=args.top_percent)
     report = evaluate(args.checkpoint, args.dataset, split=args.split, features=args.features, protocol=protocol,
                       progress=not args.quiet)
-    print(format_table(report))
     if args.out:
         out = Path(args.out)
     elif args.checkpoint.startswith("baseline:"):
         out = Path(f"eval-{args.checkpoint.removeprefix('baseline:')}-{args.split}.json")
     else:
         out = Path(args.checkpoint).with_name(f"eval-{Path(args.checkpoint).stem}-{args.split}.json")
-    print(f"wrote {write_report(report, out)}")
+    write_report(report, out)
+    print(format_table(report))
+    print(f"wrote {out}")
     return 0
 
 
@@ -157,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--memory-size", type=int, default=3, help="memory steps K (default 3)")
     train.add_argument("--symmetric", action="store_true",
                        help="memory window around t (reads the future, as the authors' code) instead of the past")
+    train.add_argument("--audio-dropout", type=float, default=0.0,
+                       help="probability of hiding the audio vector from the classifier in training (default 0: "
+                       "the paper); see docs/results.md")
     train.add_argument("--features", default=None, help="feature cache from `avloc extract` (default: encode videos)")
     _add_encoder_flags(train)
     train.add_argument("--finetune", action="store_true", help="train the encoders too (without --features)")
@@ -205,3 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("avloc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. `avloc eval ... | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
