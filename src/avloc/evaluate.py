@@ -104,6 +104,7 @@ class _Predictor:
             self._check_cache(state)
         else:
             self.encoders = self._encoders(encoder_state, state.get("features_meta", ""), source)
+            self.mel = mel_config_for(self.encoders[1])
 
     def _check_cache(self, state: dict) -> None:
         if state.get("features_meta"):
@@ -128,17 +129,17 @@ class _Predictor:
         return encoders[0], encoders[1]
 
     @torch.no_grad()
-    def __call__(self, record: ClipRecord) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
+    def __call__(self, record: ClipRecord, duration: float) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
         if self.baseline is not None:
-            times = frame_times(0.0, probe(record.video).duration, self.fps)
+            times = frame_times(0.0, duration, self.fps)
             return self._baseline_maps(len(times)), None, times
         if self.cache is not None:
             clip = self.cache.read(record.id)
         else:
             visual, audio = self.encoders
             steps = iter_steps(record.video, fps=self.config.fps, size=self.config.size,
-                               sample_rate=mel_config_for(audio).sample_rate)
-            clip = encode_clip(steps, visual, audio, mel_config_for(audio), 16, self.device)
+                               sample_rate=self.mel.sample_rate)
+            clip = encode_clip(steps, visual, audio, self.mel, 16, self.device)
         output = self.model(visual=torch.from_numpy(clip.visual)[None].to(self.device),
                             audio=torch.from_numpy(clip.audio)[None].to(self.device))
         return output.heatmap[0].cpu(), output.logits[0].cpu(), clip.times
@@ -171,8 +172,8 @@ def evaluate(
     predictor = _Predictor(str(source), features, torch.device(device))
     frames, segments = [], ClassificationMeter()
     for record in tqdm(records, desc=f"eval {split}", unit="clip", disable=not progress):
-        heatmaps, logits, times = predictor(record)
         original = probe(record.video)
+        heatmaps, logits, times = predictor(record, original.duration)
         row = "cross-event" if "cross-event" in record.tags else None
         for step, t in enumerate(times):
             annotation = record.annotation_at(float(t), tolerance=0.5 / predictor.fps)
