@@ -112,3 +112,24 @@ def test_checkpoint_round_trip_is_atomic(tmp_path):
     save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 4})
     assert load_checkpoint(path)["step"] == 4
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_tiny_stm_trained_for_seconds_localises_better_than_a_random_map(tmp_path):
+    """The whole weak pipeline learns WHERE: synth -> features -> train (a few seconds) -> eval.
+
+    Pointing game on the held-out test clips (17 frames with a visible sounding object): the map's
+    maximum must fall inside the sounding object's box far more often than a random map's
+    (measured: 0.35 against 0.0; seeds 1 and 2 of the data: 0.13 / 0.33 against 0.0).
+    """
+    dataset = generate_dataset(tmp_path / "data", clips=24, seed=0, size=128, seconds=2.0, workers=1,
+                               progress=False)
+    features = tmp_path / "features.h5"
+    extract_features(dataset, features, size=256, progress=False)
+    config = TrainConfig(dataset=str(dataset), features=str(features), out=str(tmp_path / "run"), size=256,
+                         epochs=30, batch_size=8, lr=1e-3,
+                         model_options={"variant": "none", "channels": 64, "audio_dropout": 1.0})
+    best = fit(config, progress=False)
+    model = evaluate(best, dataset, split="test", features=str(features), progress=False)["rows"]["all"]
+    random = evaluate("baseline:random", dataset, split="test", progress=False)["rows"]["all"]
+    assert model["n_gt"] >= 15
+    assert model["pointing"] >= random["pointing"] + 0.2
