@@ -21,7 +21,6 @@ Rewrites the section "STM map diagnostics" of docs/results.md.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch

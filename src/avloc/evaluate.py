@@ -30,19 +30,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from avloc.atomic import atomic_path
-from avloc.checkpoint import load_checkpoint
 from avloc.data.cache import CacheMeta, FeatureCache
 from avloc.data.manifest import ClipRecord, load_manifest
-from avloc.extract import encode_clip, mel_config_for
+from avloc.extract import encode_clip
+from avloc.inference import load_trained
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.localize import boxes_from_map, normalize, upsample
 from avloc.metrics import ClassificationMeter, LocalizationMeter
-from avloc.models.encoders import Encoder, create_encoder
-from avloc.train import TrainConfig, build_model
 from avloc.types import AvlocError
 
 SCENARIO_ROWS = ("single", "mixed", "multi-entity", "off-screen", "cross-event", "all")
@@ -70,7 +67,9 @@ class Protocol:
 
 
 @dataclass
-class _Frame:
+class AnnotatedMap:
+    """One annotated frame's raw heat map, its ground truth, and the table row it counts toward."""
+
     heatmap: torch.Tensor  # (h, w) raw map at feature resolution
     boxes: tuple  # ground-truth boxes, original pixels
     original_size: tuple[int, int]
@@ -88,45 +87,18 @@ class _Predictor:
                 raise AvlocError(f"unknown baseline {self.baseline!r}; expected baseline:random or baseline:centre")
             self.fps, self.classes, self.generator = 4.0, None, torch.Generator().manual_seed(0)
             return
-        state = load_checkpoint(source)
-        self.config = TrainConfig.from_dict(state["config"])
-        self.classes, self.fps = list(state["classes"]), self.config.fps
-        self.model: nn.Module = build_model(self.config, self.classes, with_encoders=False)
-        encoder_state = {k: v for k, v in state["model"].items() if k.split(".")[0].endswith("_encoder")}
-        head_state = {k: v for k, v in state["model"].items() if k not in encoder_state}
-        try:
-            self.model.load_state_dict(head_state)
-        except RuntimeError as error:
-            raise AvlocError(f"{source}: does not fit a {self.config.model} model ({str(error).splitlines()[0]})")
-        self.model.to(device).eval()
+        trained = load_trained(source, device)
+        self.config, self.classes, self.fps, self.model = trained.config, trained.classes, trained.config.fps, trained.head
         if features is not None:
             self.cache = FeatureCache(features)
-            self._check_cache(state)
+            if trained.features_meta:
+                differences = CacheMeta.from_json(trained.features_meta).differences(self.cache.meta)
+                if differences:
+                    raise AvlocError(f"{self.cache.path}: extracted with other settings than the model was trained "
+                                     f"on ({', '.join(differences)})")
         else:
-            self.encoders = self._encoders(encoder_state, state.get("features_meta", ""), source)
-            self.mel = mel_config_for(self.encoders[1])
-
-    def _check_cache(self, state: dict) -> None:
-        if state.get("features_meta"):
-            differences = CacheMeta.from_json(state["features_meta"]).differences(self.cache.meta)
-            if differences:
-                raise AvlocError(f"{self.cache.path}: extracted with other settings than the model was trained on "
-                                 f"({', '.join(differences)})")
-
-    def _encoders(self, encoder_state: dict, features_meta: str, source: str) -> tuple[Encoder, Encoder]:
-        encoders = []
-        for modality in ("visual", "audio"):
-            encoder = create_encoder(getattr(self.config, modality), getattr(self.config, f"{modality}_weights"))
-            own = {k.split(".", 1)[1]: v for k, v in encoder_state.items() if k.startswith(f"{modality}_encoder.")}
-            if own:
-                encoder.load_state_dict(own)
-            elif features_meta:
-                trained_on = getattr(CacheMeta.from_json(features_meta), f"{modality}_weights")
-                if encoder.weights_id != trained_on:
-                    raise AvlocError(f"{source}: trained on {modality} features of weights {trained_on}, but "
-                                     f"the encoder now has {encoder.weights_id}; pass the same weights or --features")
-            encoders.append(encoder.to(self.device).eval())
-        return encoders[0], encoders[1]
+            visual, audio, self.mel = trained.encoders(device)
+            self.encoders = (visual, audio)
 
     @torch.no_grad()
     def __call__(self, record: ClipRecord, duration: float) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
@@ -178,14 +150,14 @@ def evaluate(
         for step, t in enumerate(times):
             annotation = record.annotation_at(float(t), tolerance=0.5 / predictor.fps)
             if annotation is not None:
-                frames.append(_Frame(heatmaps[step], annotation.boxes, (original.height, original.width),
+                frames.append(AnnotatedMap(heatmaps[step], annotation.boxes, (original.height, original.width),
                                      row or annotation.scenario or "unlabelled"))
         if logits is not None:
             targets = [predictor.classes.index(record.label_at(float(t))) for t in times]
             segments.update(logits.argmax(-1).numpy(), np.asarray(targets))
     if not frames:
         raise AvlocError(f"{dataset}: no annotated frames in the {split} split (manifest 'frames')")
-    rows = _score(frames, protocol)
+    rows = score_maps(frames, protocol)
     return {
         "source": str(source),
         "split": split,
@@ -196,7 +168,8 @@ def evaluate(
     }
 
 
-def _score(frames: list[_Frame], protocol: Protocol) -> dict:
+def score_maps(frames: list[AnnotatedMap], protocol: Protocol) -> dict:
+    """The metrics of ``frames`` under ``protocol``, one row per scenario (see the module docstring)."""
     size = (protocol.size, protocol.size)
     per_frame = LocalizationMeter(protocol.threshold, gt_convention=protocol.gt_convention, matching=protocol.matching)
     scale = max(float(frame.heatmap.max()) for frame in frames) or 1.0

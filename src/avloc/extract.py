@@ -22,7 +22,7 @@ from tqdm import tqdm
 from avloc import __version__
 from avloc.audio import MelConfig, log_mel
 from avloc.data.cache import CacheMeta, ClipFeatures, PartsStore
-from avloc.data.manifest import ClipRecord, load_manifest
+from avloc.data.manifest import load_manifest
 from avloc.io.decode import AVStep, iter_steps
 from avloc.models.encoders import Encoder, create_encoder
 from avloc.types import AvlocError

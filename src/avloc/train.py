@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path

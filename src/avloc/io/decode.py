@@ -188,6 +188,56 @@ def read_audio(
     return _read_audio(info, origin, sample_rate, start, end)
 
 
+def iter_frames(path: str | os.PathLike, start: float | None = None,
+                end: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """Every decoded frame of ``[start, end)`` at its own rate: ``(time, (H, W, 3) uint8 RGB)``."""
+    path = Path(path)
+    info, origin = _probe(path)
+    start, end = _check_range(path, info, None, start, end)
+
+    def frames() -> Iterator[tuple[float, np.ndarray]]:
+        for time, frame in _video_frames(path, origin, seek_to=start):
+            if time >= end - _EPS:
+                return
+            if time >= start - _EPS:
+                yield time, frame.to_ndarray(format="rgb24")
+
+    return frames()
+
+
+def iter_audio(path: str | os.PathLike, start: float | None = None, end: float | None = None,
+               stereo: bool = True) -> tuple[int, int, Iterator[np.ndarray]]:
+    """The audio of ``[start, end)`` at the file's own sample rate, as it is decoded.
+
+    Returns:
+        ``(sample_rate, channels, blocks)``: ``blocks`` yields ``(channels, n)`` float32 arrays
+        in time order, the first starting at ``start`` (channels = 2 for stereo or more when
+        ``stereo``, else 1).
+
+    Raises:
+        AvlocError: the file has no audio stream (or cannot be read).
+    """
+    path = Path(path)
+    info, origin = _probe(path)
+    start, end = _check_range(path, info, None, start, end)
+    if not info.has_audio:
+        raise AvlocError(f"{path}: no audio stream")
+    rate = int(info.sample_rate)
+    channels = 2 if stereo and (info.channels or 1) >= 2 else 1
+    first_wanted, end_sample = round(start * rate), round(end * rate)
+
+    def blocks() -> Iterator[np.ndarray]:
+        layout = "stereo" if channels == 2 else "mono"
+        for first, samples in _audio_chunks(path, origin, rate, start, layout=layout):
+            lo, hi = max(first, first_wanted), min(first + samples.shape[1], end_sample)
+            if hi > lo:
+                yield samples[:, lo - first : hi - first]
+            if first + samples.shape[1] >= end_sample:
+                return
+
+    return rate, channels, blocks()
+
+
 # ---------------------------------------------------------------------------------------
 # Opening and checking
 
@@ -401,11 +451,13 @@ def _to_tensor(frame: av.VideoFrame, size: tuple[int, int] | None) -> torch.Tens
     return image.contiguous()
 
 
-def _audio_chunks(path: Path, origin: float, sample_rate: int, seek_to: float) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(first_sample, samples)``: mono float32 chunks placed on the timeline by pts."""
+def _audio_chunks(path: Path, origin: float, sample_rate: int, seek_to: float,
+                  layout: str | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first_sample, samples)`` placed on the timeline by pts: mono float32 ``(n,)``
+    chunks, or ``(C, n)`` in the channel ``layout`` ("mono" / "stereo") when one is given."""
     with _open(path) as container:
         stream = container.streams.audio[0]
-        resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # keeps the channel layout
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate, layout=layout)  # None keeps the layout
         tb_out = Fraction(1, sample_rate)
         try:
             if seek_to > 0:
@@ -414,12 +466,14 @@ def _audio_chunks(path: Path, origin: float, sample_rate: int, seek_to: float) -
             decoded = container.decode(stream)
             for frame in _flush_after(decoded):
                 for out in resampler.resample(frame):
-                    samples = out.to_ndarray().mean(axis=0, dtype=np.float32)  # (C, n) -> (n,)
+                    samples = out.to_ndarray().astype(np.float32)  # (C, n)
+                    if layout is None:
+                        samples = samples.mean(axis=0)  # (C, n) -> (n,)
                     if out.pts is not None:
                         first = round((out.pts * (out.time_base or tb_out) - Fraction(origin)) * sample_rate)
                     else:
                         first = position if position is not None else 0
-                    position = first + len(samples)
+                    position = first + samples.shape[-1]
                     yield first, samples
         except av.error.FFmpegError as error:
             raise AvlocError(f"{path}: cannot decode the audio stream ({_reason(error)})") from None

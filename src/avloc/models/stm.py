@@ -170,7 +170,20 @@ class STM(nn.Module):
         def one(x: torch.Tensor | None) -> torch.Tensor | None:
             return None if x is None else x.unsqueeze(1)  # (B, ...) -> (B, 1, ...)
 
-        visual, audio = self._features(one(visual), one(audio), one(frames), one(logmel))
+        return self.stream(one(visual), one(audio), state, frames=one(frames), logmel=one(logmel))
+
+    def stream(
+        self,
+        visual: torch.Tensor | None = None,
+        audio: torch.Tensor | None = None,
+        state: MemoryBank | None = None,
+        *,
+        frames: torch.Tensor | None = None,
+        logmel: torch.Tensor | None = None,
+    ) -> tuple[AVOutput, MemoryBank]:
+        """The next T steps of a stream at once, ``(B, T, ...)`` inputs as for ``forward``: the
+        same outputs as T calls of :meth:`step`, in one masked attention (causal models only)."""
+        visual, audio = self._features(visual, audio, frames, logmel)
         return self._run(visual, audio, state if state is not None else self.init_state())
 
     def _run(

@@ -1,0 +1,149 @@
+"""Speed of `avloc localize` end to end, against the limit set by its encoders.
+
+    python bench/speed.py [--seconds 10] [--configs default resnet152+vggish]
+
+For each encoder configuration, in its own process (for a clean peak-memory figure), on one
+synthetic clip of ``--seconds`` s (256 px video, 16 fps, audio), at 4 steps per second with
+frames resized to 256 px:
+
+- **end to end**: `localize_video` (both passes: model, then overlay video, boxes, maps and
+  contact sheet) -> steps per second, real-time factor (processing time / clip length),
+  peak resident memory, and the share of time per stage;
+- **the limit**: the same encoders alone on the same decoded steps, batched as localize
+  batches them (16) -> steps per second;
+- **streaming**: `localize_video(stream=True)`, each step encoded alone as if live -> per-step
+  latency from its decoded inputs to its result.
+
+"default" is the built-in model (small-visual + small-audio). "resnet152+vggish" is an STM
+with those encoders at random initialisation (weights do not change the speed). Results go to
+the "Localisation speed" section of docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avloc.checkpoint import save_checkpoint
+from avloc.data.synth import generate_dataset
+from avloc.inference import load_trained
+from avloc.io.decode import read_clip
+from avloc.localize_video import STAGES, localize_video
+from avloc.localizer import Localizer
+from avloc.models.encoders import create_encoder
+from avloc.train import TrainConfig, build_model
+from results_md import command, update_section
+
+FPS, SIZE, BATCH = 4.0, 256, 16
+CONFIGS = {"default": None, "resnet152+vggish": ("resnet152", "vggish")}
+
+
+def random_checkpoint(visual: str, audio: str, path: Path) -> Path:
+    """An STM with ``visual`` + ``audio`` encoders at random initialisation, as a checkpoint."""
+    classes = [f"class{i}" for i in range(10)] + ["background"]
+    config = TrainConfig(dataset="-", visual=visual, audio=audio, size=SIZE, model_options={"variant": "c+u"})
+    state = build_model(config, classes, with_encoders=False).state_dict()
+    for modality, name in (("visual", visual), ("audio", audio)):
+        state.update({f"{modality}_encoder.{k}": v for k, v in create_encoder(name).state_dict().items()})
+    save_checkpoint(path, {"config": vars(config), "classes": classes, "model": state})
+    return path
+
+
+def encoder_limit(localizer: Localizer, video: Path) -> float:
+    """Steps per second of the encoders alone (visual, log-mel, audio) on the clip's steps."""
+    clip = read_clip(video, fps=FPS, size=SIZE, sample_rate=localizer.mel.sample_rate)
+    localizer.encode(clip.frames[:2], clip.segments[:2])  # warm-up
+    started = time.perf_counter()
+    for first in range(0, len(clip.times), BATCH):
+        localizer.encode(clip.frames[first : first + BATCH], clip.segments[first : first + BATCH])
+    return len(clip.times) / (time.perf_counter() - started)
+
+
+def measure(name: str, video: Path, work: Path) -> dict:
+    """One configuration, in this process."""
+    model = "default" if CONFIGS[name] is None else str(random_checkpoint(*CONFIGS[name], work / f"{name}.pt"))
+    localizer = Localizer(load_trained(model))
+    limit = encoder_limit(localizer, video)
+    localize_video(video, work / "warm", model=model, end=1.0, progress=False)  # warm-up (imports, caches)
+    started = time.perf_counter()
+    result = localize_video(video, work / name, model=model, progress=False)
+    seconds = time.perf_counter() - started
+    live = localize_video(video, work / f"{name}-stream", model=model, stream=True, progress=False)
+    steps = len(result.times)
+    shares = {stage: result.timer.seconds.get(stage, 0.0) / seconds for stage in STAGES}
+    encoder_time = sum(result.timer.seconds.get(s, 0.0) for s in ("visual encoder", "audio front end", "audio encoder"))
+    return {
+        "config": name, "steps": steps, "frames_written": result.frames_written, "seconds": seconds,
+        "steps_per_second": steps / seconds, "limit_steps_per_second": limit,
+        "real_time_factor": seconds / (steps / FPS), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "shares": shares, "memory_over_encoders": result.timer.seconds.get("memory + localisation", 0.0) / encoder_time,
+        "latency_ms": {"mean": 1000 * float(live.latencies.mean()), "p95": 1000 * float(np.percentile(live.latencies, 95)),
+                       "max": 1000 * float(live.latencies.max())},
+    }
+
+
+def report(rows: list[dict], clip_seconds: float) -> str:
+    lines = [
+        f"One synthetic clip of {clip_seconds:g} s (256 px video at 16 fps, mono audio), {FPS:g} steps per second, "
+        f"frames resized to {SIZE} px, encoders batched by {BATCH}; `torch` on {torch.get_num_threads()} threads. "
+        "End to end = `localize_video`: model pass plus overlay video (every original frame), boxes.json, "
+        "heatmaps.npz and contact sheet. Limit = the encoders alone on the same decoded steps.",
+        "",
+        "| encoders | end to end (steps/s) | limit (steps/s) | ratio | real-time factor | peak RSS (MB) | "
+        "memory + localisation / encoders | streaming latency mean / p95 / max (ms) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lat = row["latency_ms"]
+        lines.append(
+            f"| {row['config']} | {row['steps_per_second']:.1f} | {row['limit_steps_per_second']:.1f} | "
+            f"{row['steps_per_second'] / row['limit_steps_per_second']:.0%} | {row['real_time_factor']:.2f} | "
+            f"{row['peak_rss_mb']:.0f} | {row['memory_over_encoders']:.1%} | "
+            f"{lat['mean']:.0f} / {lat['p95']:.0f} / {lat['max']:.0f} |")
+    lines += ["", "Share of end-to-end time per stage:", "",
+              "| encoders | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
+    for row in rows:
+        lines.append(f"| {row['config']} | " + " | ".join(f"{row['shares'][s]:.0%}" for s in STAGES) + " |")
+    lines += ["", f"Command: `{command()}`"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: measure one config
+    parser.add_argument("--video", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        with tempfile.TemporaryDirectory() as work:
+            print(json.dumps(measure(args.one, Path(args.video), Path(work))))
+        return
+    with tempfile.TemporaryDirectory() as work:
+        dataset = generate_dataset(Path(work) / "clip", clips=1, seed=0, size=256, seconds=args.seconds,
+                                   workers=1, progress=False)
+        video = dataset / "videos" / "clip_00000.mp4"
+        rows = []
+        for name in args.configs:
+            child = subprocess.run([sys.executable, __file__, "--one", name, "--video", str(video)],
+                                   capture_output=True, text=True, check=False)
+            if child.returncode != 0:
+                sys.exit(f"{name}: {child.stderr.strip().splitlines()[-1]}")
+            rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(json.dumps(rows[-1]), flush=True)
+    body = report(rows, args.seconds)
+    print(body)
+    update_section("Localisation speed (`avloc localize`)", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""``avloc localize``: what is making the sound in a video, frame by frame, written for people.
+
+Two passes over the file, both streaming (memory does not grow with the video's length except
+by the low-resolution maps, about 1 kB per step):
+
+1. **Model**: steps at ``fps`` (frame + the audio centred on it) are decoded, encoded in
+   batches and fed to the model's memory a batch at a time (:class:`avloc.localizer.Localizer`);
+   each step gives a heat map and class probabilities, then boxes (upsampling to the video's
+   size, min-max, Otsu + contours, :func:`avloc.localize.boxes_from_map`). With
+   ``stream=True`` every step is encoded alone, as it would be live, and its latency (from
+   its decoded inputs to its result) is recorded.
+2. **Outputs**: every original frame is drawn with the heat map of the step it falls in,
+   that step's boxes and the event class of its second, and written with the original audio.
+
+Outputs in ``out``: ``overlay.mp4``, ``boxes.json``, ``heatmaps.npz``, ``contact_sheet.png``
+(each written atomically). Box scores are the share of the map's mass inside the box (STM's
+S_n with the map normalised to sum 1). The class of a second is the argmax of the mean class
+probabilities of its steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avloc.atomic import atomic_path
+from avloc.inference import load_trained
+from avloc.io.decode import frame_times, iter_audio, iter_frames, iter_steps, probe
+from avloc.io.write import VideoWriter
+from avloc.localize import boxes_from_map, normalize, upsample
+from avloc.localizer import Localizer
+from avloc.render import annotated_frame, contact_sheet, heat_layer, write_png
+from avloc.types import AvlocError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decoding", "audio front end", "visual encoder", "audio encoder", "memory + localisation",
+          "writing outputs")
+
+
+@dataclass
+class StageTimer:
+    """Wall time per pipeline stage (seconds), accumulated."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+
+@dataclass
+class Localization:
+    """What :func:`localize_video` produced."""
+
+    out: Path
+    fps: float  # steps per second
+    times: np.ndarray  # (T,) step times, seconds
+    heatmaps: np.ndarray  # (T, h, w)
+    probabilities: np.ndarray  # (T, K)
+    classes: list[str]
+    boxes: list[np.ndarray]  # per step (N, 4) xyxy, original pixels
+    scores: list[np.ndarray]  # per step (N,)
+    frames_written: int
+    latencies: np.ndarray | None  # (T,) seconds per step with stream=True
+    timer: StageTimer
+
+    def files(self) -> dict[str, Path]:
+        return {name: self.out / name for name in OUTPUTS}
+
+
+OUTPUTS = ("overlay.mp4", "boxes.json", "heatmaps.npz", "contact_sheet.png")
+
+
+def localize_video(
+    video: str | os.PathLike,
+    out: str | os.PathLike,
+    model: str | os.PathLike = "default",
+    fps: float | None = None,
+    start: float | None = None,
+    end: float | None = None,
+    stream: bool = False,
+    box_mode: str = "enclosing",
+    sheet_frames: int = 8,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Localization:
+    """Localise the sounding objects of ``video`` and write the four outputs to ``out``.
+
+    Args:
+        model: ``"default"`` (the built-in model) or a checkpoint path.
+        fps: steps per second (default: the model's training rate).
+        start, end: the part of the video to process, in seconds.
+        stream: encode one step at a time and record per-step latency.
+        box_mode: "enclosing" (one box per step, the STM authors') or "per-contour".
+        sheet_frames: frames on the contact sheet, evenly spaced over the steps.
+        batch_size: steps encoded together when not streaming.
+
+    Raises:
+        AvlocError: unreadable video, no audio stream, bad range, or a bad model checkpoint.
+    """
+    video, out = Path(video), Path(out)
+    info = probe(video)
+    if not info.has_audio:
+        raise AvlocError(f"{video}: no audio stream; localising the sounding object needs the soundtrack")
+    if sheet_frames < 1 or batch_size < 1:
+        raise AvlocError(f"sheet_frames and batch_size must be >= 1, got {sheet_frames} and {batch_size}")
+    localizer = Localizer(load_trained(model, device), device)
+    fps = localizer.fps if fps is None else fps
+    if fps != localizer.fps:
+        log.warning("the model was trained at %g steps per second; running it at %g changes what its memory sees",
+                    localizer.fps, fps)
+    timer = StageTimer()
+    steps = iter_steps(video, fps=fps, size=localizer.frame_size, sample_rate=localizer.mel.sample_rate,
+                       start=start, end=end)
+    total = len(frame_times(start or 0.0, info.duration if end is None else end, fps))
+    times, heatmaps, probabilities, latencies = [], [], [], []
+    chunk = 1 if stream else batch_size
+    with tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
+        while True:
+            with timer("decoding"):
+                batch = list(islice(steps, chunk))
+            if not batch:
+                break
+            ready = time.perf_counter()
+            frames = torch.stack([step.frame for step in batch])  # (N, 3, H, W)
+            segments = torch.stack([step.segment for step in batch])  # (N, L)
+            with torch.no_grad():
+                with timer("visual encoder"):
+                    visual = localizer.encode_visual(frames)
+                with timer("audio front end"):
+                    logmel = localizer.front_end(segments)
+                with timer("audio encoder"):
+                    audio = localizer.encode_audio(logmel)
+            with timer("memory + localisation"):
+                chunk_maps, chunk_probabilities = localizer.advance(visual, audio)
+                heatmaps.append(chunk_maps.numpy())
+                probabilities.append(chunk_probabilities.numpy())
+            if stream:
+                latencies.append(time.perf_counter() - ready)
+            times.extend(step.time for step in batch)
+            bar.update(len(batch))
+    if not times:
+        raise AvlocError(f"{video}: no steps at {fps:g} per second in the selected range")
+    result = Localization(
+        out=out, fps=fps, times=np.asarray(times), heatmaps=np.concatenate(heatmaps),
+        probabilities=np.concatenate(probabilities),
+        classes=list(localizer.classes), boxes=[], scores=[], frames_written=0,
+        latencies=np.asarray(latencies) if stream else None, timer=timer,
+    )
+    with timer("memory + localisation"):
+        result.boxes, result.scores = _boxes(torch.from_numpy(result.heatmaps), (info.height, info.width), box_mode)
+    with timer("writing outputs"):
+        _write_json(result, video, str(model), fps)
+        _write_npz(result)
+    _write_visuals(result, video, fps, start, end, sheet_frames, timer, progress)
+    return result
+
+
+def _boxes(heatmaps: torch.Tensor, size: tuple[int, int], mode: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Boxes (video pixels) of every map ``(T, h, w)``, and the share of its map's mass inside each."""
+    full = upsample(heatmaps, size)  # (T, h, w) -> (T, H, W): boxes come out in video pixels
+    levels = normalize(full)
+    mass = full.clamp(min=0)
+    totals = mass.sum(dim=(1, 2)).clamp(min=1e-12)  # (T,)
+    all_boxes, all_scores = [], []
+    for level, step_mass, total in zip(levels, mass, totals):
+        boxes = boxes_from_map(level, mode=mode).numpy()  # (N, 4)
+        all_boxes.append(boxes)
+        all_scores.append(np.array([float(step_mass[int(y1):int(y2), int(x1):int(x2)].sum() / total)
+                                    for x1, y1, x2, y2 in boxes]))
+    return all_boxes, all_scores
+
+
+def _second_classes(result: Localization) -> dict[int, tuple[str, float]]:
+    """Event class of every second that has steps: argmax of the mean probabilities."""
+    seconds = np.floor(result.times + 1e-9).astype(int)
+    classes = {}
+    for second in np.unique(seconds):
+        mean = result.probabilities[seconds == second].mean(axis=0)
+        classes[int(second)] = (result.classes[int(mean.argmax())], float(mean.max()))
+    return classes
+
+
+def _write_json(result: Localization, video: Path, model: str, fps: float) -> None:
+    per_second = _second_classes(result)
+    document = {
+        "video": str(video),
+        "model": model,
+        "fps": fps,
+        "classes": result.classes,
+        "box_format": "xyxy, original video pixels, x2/y2 exclusive",
+        "frames": [
+            {"time": round(float(t), 6), "boxes": boxes.round(2).tolist(), "scores": scores.round(4).tolist(),
+             "class": result.classes[int(p.argmax())], "class_probability": round(float(p.max()), 4)}
+            for t, boxes, scores, p in zip(result.times, result.boxes, result.scores, result.probabilities)
+        ],
+        "seconds": [{"start": s, "end": s + 1, "class": c, "probability": round(p, 4)}
+                    for s, (c, p) in per_second.items()],
+    }
+    with atomic_path(result.out / "boxes.json") as tmp:
+        tmp.write_text(json.dumps(document, indent=1))
+
+
+def _write_npz(result: Localization) -> None:
+    with atomic_path(result.out / "heatmaps.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, times=result.times, heatmaps=result.heatmaps.astype(np.float32),
+                            probabilities=result.probabilities.astype(np.float32), classes=np.array(result.classes))
+
+
+def _write_visuals(result: Localization, video: Path, fps: float, start: float | None, end: float | None,
+                   sheet_frames: int, timer: StageTimer, progress: bool) -> None:
+    """The overlay video (every original frame, original audio) and the contact sheet."""
+    info = probe(video)
+    first = result.times[0] - 0.5 / fps  # the processed range's start
+    per_second = _second_classes(result)
+    chosen = set(np.linspace(0, len(result.times) - 1, min(sheet_frames, len(result.times))).round().astype(int))
+    tiles: dict[int, np.ndarray] = {}
+    width, height = info.width - info.width % 2, info.height - info.height % 2  # H.264 needs even sizes
+    rate, channels, audio = iter_audio(video, start, end)
+    audio_until = 0  # samples written
+    frames = iter_frames(video, start, end)
+    layer, layer_of = None, None
+    with VideoWriter(result.out / "overlay.mp4", info.frame_rate or fps, width, height, rate, channels) as writer:
+        with tqdm(desc="overlay", unit="frame", disable=not progress) as bar:
+            while True:
+                with timer("decoding"):
+                    item = next(frames, None)
+                if item is None:
+                    break
+                frame_time, frame = item
+                with timer("writing outputs"):
+                    k = int(np.clip(np.floor((frame_time - first) * fps + 1e-6), 0, len(result.times) - 1))
+                    second = int(np.floor(result.times[k] + 1e-9))
+                    name, probability = per_second[second]
+                    caption = f"{frame_time:6.2f} s  {name} {100 * probability:.0f}%"
+                    if layer_of != k:  # the colour layer changes once per step, not per frame
+                        layer, layer_of = heat_layer(torch.from_numpy(result.heatmaps[k]), (height, width)), k
+                    image = annotated_frame(frame[:height, :width], layer, result.boxes[k], result.scores[k], caption)
+                    writer.write_frame(image)
+                    if k in chosen and (k not in tiles or frame_time <= result.times[k] + 1e-6):
+                        tiles[k] = image  # the frame the model saw at step k
+                    result.frames_written += 1
+                with timer("decoding"):
+                    wanted = round((frame_time - first + 1.0 / (info.frame_rate or fps)) * rate)
+                    blocks = []
+                    while audio_until < wanted:
+                        block = next(audio, None)
+                        if block is None:
+                            break
+                        blocks.append(block)
+                        audio_until += block.shape[1]
+                with timer("writing outputs"):
+                    for block in blocks:
+                        writer.write_audio(block)
+                bar.update()
+        with timer("decoding"):
+            rest = list(audio)
+        with timer("writing outputs"):
+            for block in rest:
+                writer.write_audio(block)
+    with timer("writing outputs"):
+        write_png(result.out / "contact_sheet.png", contact_sheet([tiles[k] for k in sorted(tiles)]))

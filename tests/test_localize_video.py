@@ -1,0 +1,139 @@
+"""`avloc localize`, the streaming Localizer, the built-in default model and `avloc demo`."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from avloc.checkpoint import load_checkpoint, save_checkpoint
+from avloc.cli import main
+from avloc.data.synth import generate_dataset
+from avloc.demo import run_demo
+from avloc.extract import extract_features
+from avloc.inference import DEFAULT_MODEL, load_trained
+from avloc.io.decode import iter_frames, probe, read_clip
+from avloc.io.write import write_video
+from avloc.localize_video import OUTPUTS, localize_video
+from avloc.localizer import Localizer
+from avloc.train import TrainConfig, fit
+from avloc.types import AvlocError
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny causal c+u STM trained for one epoch on 64 px features, and a clip to localise."""
+    root = tmp_path_factory.mktemp("localize")
+    dataset = generate_dataset(root / "data", clips=10, seed=2, size=64, seconds=2.0, workers=1, progress=False)
+    features = root / "features.h5"
+    extract_features(dataset, features, size=64, progress=False)
+    config = TrainConfig(dataset=str(dataset), features=str(features), out=str(root / "run"), size=64, epochs=1,
+                         batch_size=8, lr=1e-3, model_options={"variant": "c+u", "channels": 32})
+    return fit(config, progress=False), dataset / "videos" / "clip_00000.mp4"
+
+
+def test_localize_writes_four_consistent_outputs(trained, tmp_path):
+    checkpoint, video = trained
+    result = localize_video(video, tmp_path / "out", model=checkpoint, progress=False)
+    assert all((tmp_path / "out" / name).is_file() for name in OUTPUTS)
+    boxes = json.loads((tmp_path / "out" / "boxes.json").read_text())
+    maps = np.load(tmp_path / "out" / "heatmaps.npz")
+    assert len(boxes["frames"]) == len(maps["times"]) == maps["heatmaps"].shape[0] == 8  # 2 s at 4 fps
+    np.testing.assert_allclose([f["time"] for f in boxes["frames"]], (np.arange(8) + 0.5) / 4)
+    np.testing.assert_allclose(maps["times"], (np.arange(8) + 0.5) / 4)
+    assert list(maps["classes"]) == boxes["classes"] and maps["probabilities"].shape == (8, len(boxes["classes"]))
+    assert {s["start"] for s in boxes["seconds"]} == {0, 1}
+    info = probe(video)
+    for frame in boxes["frames"]:
+        assert frame["class"] in boxes["classes"] and len(frame["boxes"]) == len(frame["scores"]) >= 1
+        for x1, y1, x2, y2 in frame["boxes"]:
+            assert 0 <= x1 < x2 <= info.width and 0 <= y1 < y2 <= info.height
+        assert all(0.0 <= s <= 1.0 for s in frame["scores"])
+    overlay = probe(tmp_path / "out" / "overlay.mp4")
+    assert overlay.has_audio and (overlay.width, overlay.height) == (info.width, info.height)
+    assert result.frames_written == sum(1 for _ in iter_frames(tmp_path / "out" / "overlay.mp4")) == 32
+    assert abs(overlay.duration - info.duration) < 0.1
+    assert (tmp_path / "out" / "contact_sheet.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_start_and_end_select_a_part(trained, tmp_path):
+    checkpoint, video = trained
+    result = localize_video(video, tmp_path, model=checkpoint, start=0.5, end=1.5, progress=False)
+    np.testing.assert_allclose(result.times, 0.5 + (np.arange(4) + 0.5) / 4)
+    assert result.frames_written == 16
+
+
+def test_streaming_equals_the_offline_causal_model(trained, tmp_path):
+    checkpoint, video = trained
+    model = load_trained(checkpoint)
+    localizer = Localizer(model)
+    clip = read_clip(video, fps=4, size=64, sample_rate=localizer.mel.sample_rate)
+    visual, audio = localizer.encode(clip.frames, clip.segments)
+    offline = model.head(visual=visual[None], audio=audio[None])  # the whole clip at once
+    streamed = [localizer(frame, segment) for frame, segment in zip(clip.frames, clip.segments)]
+    torch.testing.assert_close(torch.stack([s.heatmap for s in streamed]), offline.heatmap[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.stack([s.probabilities for s in streamed]), offline.logits[0].softmax(-1),
+                               atol=1e-5, rtol=0)
+    batched = localize_video(video, tmp_path / "a", model=checkpoint, progress=False)
+    live = localize_video(video, tmp_path / "b", model=checkpoint, stream=True, progress=False)
+    chunked = localize_video(video, tmp_path / "c", model=checkpoint, batch_size=3, progress=False)  # 3 + 3 + 2
+    np.testing.assert_allclose(live.heatmaps, batched.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(chunked.heatmaps, batched.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(chunked.probabilities, offline.logits[0].softmax(-1).detach().numpy(), atol=1e-5)
+    assert live.latencies.shape == (8,) and (live.latencies > 0).all() and batched.latencies is None
+
+
+def test_bad_models_and_videos_give_one_line_errors(trained, tmp_path, capsys):
+    checkpoint, video = trained
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    other = load_checkpoint(checkpoint)
+    other["config"]["model_options"] = {**other["config"]["model_options"], "channels": 16}
+    mismatched = tmp_path / "other.pt"
+    save_checkpoint(mismatched, other)
+    future = load_checkpoint(checkpoint)
+    future["config"]["model_options"] = {**future["config"]["model_options"], "causal": False}
+    symmetric = tmp_path / "symmetric.pt"
+    save_checkpoint(symmetric, future)
+    silent = tmp_path / "silent.mp4"
+    write_video(silent, np.zeros((8, 32, 32, 3), np.uint8), 8.0)
+    cases = [(["localize", str(video), "--model", str(corrupt)], "not a readable checkpoint"),
+             (["localize", str(video), "--model", str(mismatched)], "does not fit a stm model"),
+             (["localize", str(video), "--model", str(symmetric)], "cannot stream"),
+             (["localize", str(silent), "--model", str(checkpoint)], "no audio stream"),
+             (["localize", str(tmp_path / "missing.mp4")], "no such file"),
+             (["localize", str(video), "--model", str(checkpoint), "--start", "5"], "beyond the duration")]
+    for argv, reason in cases:
+        assert main([*argv, "--out", str(tmp_path / "out"), "-q"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("avloc: error: ") and reason in error and error.count("\n") == 1, error
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.mp4"))
+
+
+def test_cli_localize_stream_reports_latency(trained, tmp_path, capsys):
+    checkpoint, video = trained
+    assert main(["localize", str(video), "--model", str(checkpoint), "--stream", "--out", str(tmp_path), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "streaming latency per step: mean" in printed and "overlay.mp4" in printed
+
+
+def test_demo_scores_a_fresh_clip(trained, tmp_path):
+    checkpoint, _ = trained
+    result, report = run_demo(tmp_path, seed=5, model=str(checkpoint), progress=False)
+    assert "single" in report["rows"] and report["rows"]["single"]["n_frames"] > 0
+    assert 0.0 <= report["segment_accuracy"] <= 1.0 and all(path.is_file() for path in result.files().values())
+    with pytest.raises(AvlocError, match="unknown scenario"):
+        run_demo(tmp_path, seed=5, scenario="nonsense", model=str(checkpoint))
+
+
+def test_the_default_model_is_built_in_small_and_streams(tmp_path):
+    assert DEFAULT_MODEL.is_file() and DEFAULT_MODEL.stat().st_size <= 20e6
+    assert (DEFAULT_MODEL.parent / "MODEL_CARD.md").is_file()
+    model = load_trained("default")
+    assert model.config.model == "stm" and model.classes[-1] == "background"
+    assert {k.split(".")[0] for k in model.state} >= {"visual_encoder", "audio_encoder"}
+    video = tmp_path / "clip.mp4"
+    write_video(video, np.full((16, 64, 64, 3), 90, np.uint8), 16.0,
+                np.sin(np.linspace(0, 400, 16000)).astype(np.float32) * 0.3, 16000)
+    result = localize_video(video, tmp_path / "out", progress=False)
+    assert result.heatmaps.shape == (4, 16, 16) and np.isfinite(result.heatmaps).all()
