@@ -30,6 +30,22 @@ def _parse_weights(values: list[str]) -> dict[str, str]:
     return weights
 
 
+def _parse_options(values: list[str]) -> dict:
+    """``KEY=VALUE`` model options; values are read as JSON when they parse (numbers, true, lists)."""
+    import json
+
+    options = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AvlocError(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def _extract(args: argparse.Namespace) -> int:
     from avloc.extract import extract_features, parse_shard
 
@@ -68,10 +84,14 @@ def _train(args: argparse.Namespace) -> int:
     from avloc.train import TrainConfig, fit
 
     weights = _parse_weights(args.weights)
-    options = {"variant": args.variant, "memory_size": args.memory_size, "causal": not args.symmetric,
-               "audio_dropout": args.audio_dropout}
+    options = {}
+    if args.model == "stm":
+        options = {"variant": args.variant, "memory_size": args.memory_size, "causal": not args.symmetric,
+                   "audio_dropout": args.audio_dropout}
+    options.update(_parse_options(args.option))
+    name = f"{args.model}-{args.variant}" if args.model == "stm" else args.model
     config = TrainConfig(
-        dataset=args.dataset, out=args.out or f"runs/{args.model}-{args.variant}-seed{args.seed}", model=args.model,
+        dataset=args.dataset, out=args.out or f"runs/{name}-seed{args.seed}", model=args.model,
         model_options=options, features=args.features, visual=args.visual, audio=args.audio,
         visual_weights=weights.get("visual"), audio_weights=weights.get("audio"), finetune=args.finetune,
         fps=args.fps, size=args.size, steps=args.steps, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
@@ -190,13 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("dataset", help="native dataset folder")
     train.add_argument("--model", default="stm", help="model name (see `avloc models`)")
     train.add_argument("--variant", default="c+u", choices=["c+u", "u", "none"],
-                       help="STM memory: c+u full, u no cross-modal memory, none no temporal memory")
+                       help="STM memory: c+u full, u no cross-modal memory, none no temporal memory (stm only)")
     train.add_argument("--memory-size", type=int, default=3, help="memory steps K (default 3)")
     train.add_argument("--symmetric", action="store_true",
                        help="memory window around t (reads the future, as the authors' code) instead of the past")
     train.add_argument("--audio-dropout", type=float, default=0.0,
                        help="probability of hiding the audio vector from the classifier in training (default 0: "
                        "the paper); see docs/results.md")
+    train.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="a model option (repeatable), e.g. --option fusion=dmrn; see the model's docstring")
     train.add_argument("--features", default=None, help="feature cache from `avloc extract` (default: encode videos)")
     _add_encoder_flags(train)
     train.add_argument("--finetune", action="store_true", help="train the encoders too (without --features)")
@@ -204,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=32, help="windows per batch (default 32)")
     train.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the paper)")
-    train.add_argument("--supervision", default="video", choices=["video", "segment"],
-                       help="video: weak video-level labels (paper); segment: per-step labels from segments")
+    train.add_argument("--supervision", default="video", choices=["video", "segment", "self"],
+                       help="video: weak video-level labels (paper); segment: per-step labels from segments; "
+                       "self: no labels (contrastive models)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
     train.add_argument("--out", default=None, help="run folder (default runs/MODEL-VARIANT-seedS)")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from avloc.types import AVOutput
 
-SUPERVISIONS = ("video", "segment")
+SUPERVISIONS = ("video", "segment", "self")  # "self": no labels (contrastive models)
 
 
 def video_loss(output: AVOutput, labels: torch.Tensor) -> torch.Tensor:
@@ -22,8 +22,16 @@ def segment_loss(output: AVOutput, step_labels: torch.Tensor) -> torch.Tensor:
 
 def classification_loss(output: AVOutput, batch: dict, supervision: str) -> torch.Tensor:
     """The loss of ``supervision``: ``"video"`` (weak, the STM paper) or ``"segment"`` (step labels)."""
+    if output.logits is None:
+        raise ValueError("this model has no classifier; it needs its own loss (model.loss)")
     if supervision == "video":
         return video_loss(output, batch["label"])
     if supervision == "segment":
         return segment_loss(output, batch["step_labels"])
-    raise ValueError(f"unknown supervision {supervision!r}; expected one of {SUPERVISIONS}")
+    raise ValueError(f"supervision {supervision!r} needs the model's own loss; classification takes video or segment")
+
+
+def training_loss(model: torch.nn.Module, output: AVOutput, batch: dict, supervision: str) -> torch.Tensor:
+    """The model's own ``loss(output, batch, supervision)`` when it defines one, else classification."""
+    own = getattr(model, "loss", None)
+    return own(output, batch, supervision) if own is not None else classification_loss(output, batch, supervision)

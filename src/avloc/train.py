@@ -31,7 +31,7 @@ from avloc.data.cache import FeatureCache
 from avloc.data.manifest import NativeDataset, load_manifest
 from avloc.data.windows import FeatureWindows, VideoWindows
 from avloc.extract import mel_config_for
-from avloc.losses import SUPERVISIONS, classification_loss
+from avloc.losses import SUPERVISIONS, training_loss
 from avloc.models import create_model
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError
@@ -133,7 +133,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     total, count = 0.0, 0
     for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=not progress):
         batch = _to(batch, device)
-        loss = classification_loss(model(**_inputs(batch)), batch, supervision)
+        loss = training_loss(model, model(**_inputs(batch)), batch, supervision)
         if not torch.isfinite(loss):
             raise AvlocError(f"the training loss became {loss.item()} (try a lower --lr)")
         optimizer.zero_grad(set_to_none=True)
@@ -151,10 +151,11 @@ def validate(model: nn.Module, loader: DataLoader, supervision: str, device: tor
     for batch in loader:
         batch = _to(batch, device)
         output = model(**_inputs(batch))
-        losses.append(classification_loss(output, batch, supervision).item())
-        correct += int((output.video_logits.argmax(-1) == batch["label"]).sum())
-        total += len(batch["label"])
-    return {"loss": sum(losses) / len(losses), "accuracy": correct / total}
+        losses.append(training_loss(model, output, batch, supervision).item())
+        if output.video_logits is not None:
+            correct += int((output.video_logits.argmax(-1) == batch["label"]).sum())
+            total += len(batch["label"])
+    return {"loss": sum(losses) / len(losses), "accuracy": correct / total if total else float("nan")}
 
 
 def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
@@ -167,6 +168,10 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
     torch.manual_seed(config.seed)
     train_set, val_set = _datasets(config, dataset)
     model = build_model(config, classes, with_encoders=config.features is None).to(device)
+    supported = getattr(model, "supervisions", ("video", "segment"))
+    if config.supervision not in supported:
+        raise AvlocError(f"model {config.model!r} trains with --supervision {' or '.join(supported)}, "
+                         f"not {config.supervision!r}")
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     start_epoch, step, best = 0, 0, math.inf

@@ -105,3 +105,23 @@ class MLP(nn.Sequential):
                 fc2=nn.Linear(hidden_features, out_features),
             )
         )
+
+
+class SequenceLSTM(nn.Module):
+    """An LSTM over steps: ``(B, T, in_features) -> (B, T, hidden * directions)``.
+
+    The temporal model of AVE (one per modality, bidirectional) and of AVFB's fusion.
+
+    Args:
+        in_features: size of each step's input vector.
+        hidden: LSTM hidden size per direction.
+        bidirectional: read the sequence both ways (the output concatenates both).
+    """
+
+    def __init__(self, in_features: int, hidden: int, *, bidirectional: bool = True) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(in_features, hidden, batch_first=True, bidirectional=bidirectional)
+        self.out_features = hidden * (2 if bidirectional else 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(x)[0]
