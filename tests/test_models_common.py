@@ -1,0 +1,78 @@
+"""The model contract, for every registered model: shapes, finiteness, gradients, learning, types."""
+
+import pytest
+import torch
+
+from avloc.models import create_model, list_models
+from avloc.types import AVOutput
+
+B, T, CV, CA, K = 4, 3, 16, 12, 5
+
+
+def _batch(seed: int = 0) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        "visual": torch.randn(B, T, CV, 4, 4, generator=generator),
+        "audio": torch.randn(B, T, CA, 2, 2, generator=generator),
+        "label": torch.tensor([0, 1, 2, 3]),
+        "step_labels": torch.tensor([[0, 0, 4], [1, 1, 1], [4, 2, 2], [3, 3, 3]]),
+    }
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, visual_channels=CV, audio_channels=CA, num_classes=K)
+
+
+def _supervisions(name: str) -> tuple[str, ...]:
+    return getattr(_model(name), "supervisions", ("video", "segment"))
+
+
+def _loss(model: torch.nn.Module, output: AVOutput, batch: dict, supervision: str) -> torch.Tensor:
+    from avloc.losses import training_loss
+
+    return training_loss(model, output, batch, supervision)
+
+
+CASES = [(name, supervision) for name in list_models() for supervision in _supervisions(name)]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_outputs_have_the_contract_shapes_in_train_and_eval(name):
+    model, batch = _model(name), _batch()
+    for training in (True, False):
+        model.train(training)
+        output = model(visual=batch["visual"], audio=batch["audio"])
+        assert isinstance(output, AVOutput)
+        assert output.heatmap.shape == (B, T, 4, 4) and torch.isfinite(output.heatmap).all()
+        if output.logits is not None:
+            assert output.logits.shape == (B, T, K) and torch.isfinite(output.logits).all()
+            assert output.video_logits.shape == (B, K)
+    model.eval()
+    whole = model(visual=batch["visual"][:1].repeat(1, 5, 1, 1, 1), audio=batch["audio"][:1].repeat(1, 5, 1, 1, 1))
+    assert whole.heatmap.shape == (1, 3 * 5, 4, 4)  # any number of steps
+
+
+@pytest.mark.parametrize(("name", "supervision"), CASES)
+def test_every_parameter_gets_a_gradient_and_training_lowers_the_loss(name, supervision):
+    model, batch = _model(name), _batch()
+    model.train()
+    loss = _loss(model, model(visual=batch["visual"], audio=batch["audio"]), batch, supervision)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert not missing, f"no gradient for {missing}"
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    torch.manual_seed(1)
+
+    def evaluate() -> float:  # in training mode (batch statistics), with the same randomness each time
+        torch.manual_seed(2)
+        with torch.no_grad():
+            return _loss(model, model(visual=batch["visual"], audio=batch["audio"]), batch, supervision).item()
+
+    before = evaluate()
+    for _ in range(25):
+        optimizer.zero_grad()
+        _loss(model, model(visual=batch["visual"], audio=batch["audio"]), batch, supervision).backward()
+        optimizer.step()
+    assert evaluate() < before
