@@ -133,3 +133,36 @@ def test_tiny_stm_trained_for_seconds_localises_better_than_a_random_map(tmp_pat
     random = evaluate("baseline:random", dataset, split="test", progress=False)["rows"]["all"]
     assert model["n_gt"] >= 15
     assert model["pointing"] >= random["pointing"] + 0.2
+
+
+@pytest.mark.parametrize(("model", "supervision", "options"), [
+    ("avdln", "segment", []), ("avfb", "self", ["--option", "hidden=16", "--option", "mfb_out=40"]),
+    ("ave", "video", ["--option", "fusion=gated"]),
+])
+def test_cli_trains_and_evaluates_the_other_methods(bench, tmp_path, capsys, model, supervision, options):
+    dataset, features = bench
+    out = tmp_path / model
+    assert main(["train", str(dataset), "--model", model, "--supervision", supervision, *options, "--features",
+                 str(features), "--size", "64", "--epochs", "1", "--batch-size", "4", "--out", str(out), "-q"]) == 0
+    state = load_checkpoint(out / "best.pt")
+    assert state["config"]["model"] == model and state["config"]["supervision"] == supervision
+    assert main(["eval", str(out / "best.pt"), str(dataset), "--features", str(features), "--size", "64",
+                 "--out", str(tmp_path / "r.json"), "-q"]) == 0
+    assert "cIoU@0.5" in capsys.readouterr().out
+    if model == "avdln":
+        assert main(["eval", str(out / "best.pt"), str(dataset), "--task", "cross-modal", "--features",
+                     str(features), "--split", "train", "--out", str(tmp_path / "x.json"), "-q"]) == 0
+        scores = json.loads((tmp_path / "x.json").read_text())
+        assert 0.0 <= scores["a2v"] <= 1.0 and scores["clips"] + scores["skipped"] > 0
+
+
+def test_models_refuse_what_they_cannot_train_with(bench, tmp_path, capsys):
+    dataset, features = bench
+    assert main(["train", str(dataset), "--model", "avfb", "--epochs", "1", "--out", str(tmp_path), "-q"]) == 2
+    assert "trains on a feature cache only" in capsys.readouterr().err
+    assert main(["train", str(dataset), "--model", "avdln", "--supervision", "video", "--features", str(features),
+                 "--out", str(tmp_path / "b"), "-q"]) == 2
+    assert "trains with --supervision segment or self" in capsys.readouterr().err
+    assert main(["train", str(dataset), "--model", "ave", "--option", "fusion", "--features", str(features),
+                 "--out", str(tmp_path / "c"), "-q"]) == 2
+    assert "--option expects KEY=VALUE" in capsys.readouterr().err

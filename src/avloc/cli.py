@@ -108,6 +108,21 @@ def _eval(args: argparse.Namespace) -> int:
 
     from avloc.evaluate import Protocol, evaluate, format_table, write_report
 
+    if args.task == "cross-modal":
+        import json
+
+        from avloc.atomic import atomic_path
+        from avloc.evaluate import evaluate_cross_modal
+
+        scores = evaluate_cross_modal(args.checkpoint, args.dataset, args.features, split=args.split)
+        out = Path(args.out or Path(args.checkpoint).with_name(f"eval-cross-modal-{args.split}.json"))
+        with atomic_path(out) as tmp:
+            tmp.write_text(json.dumps(scores, indent=1))
+        print(f"{args.checkpoint} on {args.split}: A2V accuracy {scores['a2v']:.3f}, V2A accuracy "
+              f"{scores['v2a']:.3f} ({scores['clips']} clips with one event shorter than the clip; "
+              f"{scores['skipped']} skipped; exact start step)")
+        print(f"wrote {out}")
+        return 0
     protocol = Protocol(size=args.size, gt_convention=args.gt, box_mode=args.boxes, matching=args.matching,
                         top_percent=args.top_percent)
     report = evaluate(args.checkpoint, args.dataset, split=args.split, features=args.features, protocol=protocol,
@@ -241,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", help="checkpoint file, or baseline:random / baseline:centre")
     evaluate.add_argument("dataset", help="native dataset folder")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
+    evaluate.add_argument("--task", default="localization", choices=["localization", "cross-modal"],
+                          help="localization metrics per scenario, or A2V / V2A cross-modal localisation (AVDLN)")
     evaluate.add_argument("--features", default=None, help="feature cache (default: encode the videos)")
     evaluate.add_argument("--size", type=int, default=256, help="map resolution for the metrics (default 256)")
     evaluate.add_argument("--gt", default="union", choices=["union", "enclosing"],

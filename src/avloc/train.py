@@ -32,7 +32,7 @@ from avloc.data.manifest import NativeDataset, load_manifest
 from avloc.data.windows import FeatureWindows, VideoWindows
 from avloc.extract import mel_config_for
 from avloc.losses import SUPERVISIONS, training_loss
-from avloc.models import create_model
+from avloc.models import create_model, model_accepts
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError
 
@@ -81,6 +81,9 @@ class TrainConfig:
 
 def build_model(config: TrainConfig, classes: list[str], with_encoders: bool) -> nn.Module:
     """The model of ``config``; with its encoders attached when it reads frames and log-mel."""
+    if with_encoders and not model_accepts(config.model, "visual_encoder"):
+        raise AvlocError(f"model {config.model!r} trains on a feature cache only: pass --features FILE.h5 "
+                         "(made by avloc extract)")
     if with_encoders:
         inputs = dict(visual_encoder=config.visual, audio_encoder=config.audio, visual_weights=config.visual_weights,
                       audio_weights=config.audio_weights, finetune=config.finetune)
@@ -91,7 +94,12 @@ def build_model(config: TrainConfig, classes: list[str], with_encoders: bool) ->
 
 
 def _datasets(config: TrainConfig, dataset: NativeDataset) -> tuple[Dataset, Dataset]:
-    """Training windows and whole validation clips, from the cache or the videos."""
+    """Training windows and validation clips, from the cache or the videos.
+
+    Validation uses whole clips, except for self-supervised training: its contrastive losses
+    need several clips of equal length per batch, so it uses the first window of each clip.
+    """
+    val_steps = config.steps if config.supervision == "self" else None
     train_records, val_records = dataset.split("train"), dataset.split("val")
     if not train_records:
         raise AvlocError(f"{dataset.root}: the train split is empty")
@@ -107,11 +115,11 @@ def _datasets(config: TrainConfig, dataset: NativeDataset) -> tuple[Dataset, Dat
         if cache.meta.fps != config.fps:
             raise AvlocError(f"{cache.path}: extracted at {cache.meta.fps} fps, the run uses {config.fps}")
         return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps),
-                FeatureWindows(cache, val_records, dataset.classes, steps=None))
+                FeatureWindows(cache, val_records, dataset.classes, steps=val_steps, random_window=False))
     mel = mel_config_for(create_encoder(config.audio))
     options = dict(fps=config.fps, size=config.size, mel=mel)
     return (VideoWindows(train_records, dataset.classes, steps=config.steps, **options),
-            VideoWindows(val_records, dataset.classes, steps=None, **options))
+            VideoWindows(val_records, dataset.classes, steps=val_steps, random_window=False, **options))
 
 
 def _inputs(batch: dict) -> dict:
@@ -180,9 +188,10 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
     elif (out / "last.pt").exists():
         raise AvlocError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     generator = torch.Generator()
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=False,
+    contrastive = config.supervision == "self"  # in-batch negatives: no batch of one clip
+    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=contrastive,
                               num_workers=config.workers, generator=generator)
-    val_loader = DataLoader(val_set, batch_size=1, num_workers=config.workers)
+    val_loader = DataLoader(val_set, batch_size=config.batch_size if contrastive else 1, num_workers=config.workers)
     out.mkdir(parents=True, exist_ok=True)
     history = _read_log(out / "log.csv") if resume else []
     features_meta = _features_meta(config)

@@ -53,3 +53,8 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     except TypeError as error:
         raise AvlocError(f"model {name!r}: {error}") from None
     return builder(**kwargs)
+
+
+def model_accepts(name: str, argument: str) -> bool:
+    """Whether the builder of model ``name`` takes the keyword ``argument`` (False if unknown)."""
+    return name in _MODELS and argument in inspect.signature(_MODELS[name]).parameters

@@ -1,0 +1,119 @@
+"""Cross-modality localisation (AVE, ECCV 2018, section 3.3 and eq. 8): A2V and V2A.
+
+Given the per-step audio and visual embeddings of a clip in a common space (e.g. AVDLN's,
+:mod:`avloc.models.avdln`) and the clip's audio-visual event, a run of ``l`` steps:
+
+- A2V: slide the event's audio embeddings ``(l, D)`` over the visual sequence ``(T, D)`` and
+  return the start ``t*`` of the window of least total Euclidean distance (eq. 8, eq. 9);
+- V2A: the same with the event's visual embeddings over the audio sequence.
+
+A clip counts as a hit when the predicted start equals the true start exactly. Starts are
+0-based step indices; ties go to the earliest window. At 4 steps per second an exact match
+means the same quarter of a second, stricter than the paper's one-second segments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from avloc.types import AvlocError
+
+EPS = 1e-12  # inside the square root: finite gradients when two embeddings coincide
+
+
+def euclidean_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Eq. 9: ``||x - y||_2`` over the last dim, broadcasting: ``(..., D), (..., D) -> (...)``."""
+    return ((x - y).square().sum(dim=-1) + EPS).sqrt()
+
+
+def window_costs(query: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
+    """The cost of eq. 8 for every start: ``sum_s D(sequence[t + s], query[s])``.
+
+    ``query (l, D)``, ``sequence (T, D)`` with ``1 <= l <= T`` -> ``(T - l + 1,)``.
+    """
+    if query.ndim != 2 or sequence.ndim != 2 or query.shape[1] != sequence.shape[1]:
+        raise AvlocError(f"cross-modal: expected query (l, D) and sequence (T, D), got {tuple(query.shape)} "
+                         f"and {tuple(sequence.shape)}")
+    if not 1 <= len(query) <= len(sequence):
+        raise AvlocError(f"cross-modal: the query has {len(query)} steps, the sequence {len(sequence)}")
+    windows = sequence.unfold(0, len(query), 1).transpose(1, 2)  # (T, D) -> (T-l+1, D, l) -> (T-l+1, l, D)
+    return euclidean_distance(windows, query).sum(dim=-1)  # (T-l+1, l, D), (l, D) -> (T-l+1,)
+
+
+def a2v(audio: torch.Tensor, visual: torch.Tensor) -> int:
+    """Visual localisation from audio: the start of the visual window that matches ``audio (l, D)``
+    best within ``visual (T, D)`` (eq. 8)."""
+    return int(window_costs(audio, visual).argmin())
+
+
+def v2a(visual: torch.Tensor, audio: torch.Tensor) -> int:
+    """Audio localisation from visual content: the start of the audio window that matches
+    ``visual (l, D)`` best within ``audio (T, D)``."""
+    return int(window_costs(visual, audio).argmin())
+
+
+def event_run(step_labels: torch.Tensor, background: int) -> tuple[int, int] | None:
+    """``(start, length)`` of the clip's audio-visual event, the steps whose label is not
+    ``background``, when they form one run shorter than the clip (the paper's short-event
+    videos); None otherwise (no event, the whole clip, or several runs)."""
+    event = (step_labels != background).long()  # (T,)
+    steps = int(event.sum())
+    if steps == 0 or steps == len(event):
+        return None
+    start = int(event.argmax())
+    if int(event[start:start + steps].sum()) != steps:
+        return None
+    return start, steps
+
+
+def clip_embeddings(model: nn.Module, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A model's per-step ``(audio (T, D), visual (T, D))`` embeddings of one clip's feature maps
+    ``visual (T, Cv, h, w)``, ``audio (T, Ca, m, n)``: its ``embeddings["audio"]`` and
+    ``embeddings["visual"]``, which must share a space (same D)."""
+    output = model(visual=visual[None], audio=audio[None])  # (T, ...) -> (1, T, ...)
+    audio_embedding, visual_embedding = output.embeddings.get("audio"), output.embeddings.get("visual")
+    if (audio_embedding is None or visual_embedding is None or audio_embedding.ndim != 3
+            or audio_embedding.shape != visual_embedding.shape):
+        raise AvlocError(f"{type(model).__name__} gives no common audio-visual embedding (embeddings 'audio' and "
+                         "'visual' of one shape (B, T, D)); cross-modal localisation needs a model such as avdln")
+    return audio_embedding[0], visual_embedding[0]  # (1, T, D) -> (T, D)
+
+
+@torch.no_grad()
+def cross_modal_accuracy(
+    model: nn.Module, clips: Iterable[dict], *, background: int, device: str | torch.device = "cpu"
+) -> dict:
+    """A2V and V2A accuracy of a trained ``model`` over whole ``clips`` (run in eval mode).
+
+    Args:
+        model: gives per-step ``embeddings["audio"]`` and ``["visual"]`` ``(B, T, D)`` in one space.
+        clips: dicts with ``visual (T, Cv, h, w)``, ``audio (T, Ca, m, n)`` and ``step_labels (T,)``
+            (the samples of :class:`avloc.data.windows.FeatureWindows` with ``steps=None``).
+        background: the background class index (the last class).
+        device: where the model is.
+
+    Returns:
+        ``{"a2v": accuracy, "v2a": accuracy, "clips": scored, "skipped": skipped}``: only clips whose
+        event is one run shorter than the clip are scored (:func:`event_run`); the others are counted.
+
+    Raises:
+        AvlocError: no clip could be scored, or the model has no common embedding.
+    """
+    model.eval()
+    hits, scored, skipped = {"a2v": 0, "v2a": 0}, 0, 0
+    for clip in clips:
+        run = event_run(clip["step_labels"], background)
+        if run is None:
+            skipped += 1
+            continue
+        start, length = run
+        audio, visual = clip_embeddings(model, clip["visual"].to(device), clip["audio"].to(device))
+        hits["a2v"] += a2v(audio[start:start + length], visual) == start
+        hits["v2a"] += v2a(visual[start:start + length], audio) == start
+        scored += 1
+    if scored == 0:
+        raise AvlocError(f"cross-modal: none of the {skipped} clips has one event shorter than the clip")
+    return {"a2v": hits["a2v"] / scored, "v2a": hits["v2a"] / scored, "clips": scored, "skipped": skipped}
