@@ -14,6 +14,7 @@ from avloc.cross_modal import a2v, cross_modal_accuracy, euclidean_distance, eve
 from avloc.models import create_model
 from avloc.models.avdln import AVDLN, contrastive_loss, contrastive_pairs
 from avloc.types import AVOutput, AvlocError
+from model_checks import assert_adam_lowers, assert_every_parameter_gets_a_gradient
 
 B, T, CV, CA, K = 3, 4, 6, 5, 4
 VISUAL_SIZE, AUDIO_SIZE = (3, 4), (2, 2)
@@ -119,16 +120,8 @@ def test_contract_gradients_and_learning(supervision):
         assert out.embeddings["audio"].shape == out.embeddings["visual"].shape == (B, T, 8)
         assert ((out.heatmap > 0) & (out.heatmap <= 1)).all()
     model.train()
-    loss = model.loss(model(visual, audio), batch, supervision)
-    loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
-    assert not missing, f"no gradient for {missing}"
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
-    for _ in range(20):
-        optimizer.zero_grad()
-        model.loss(model(visual, audio), batch, supervision).backward()
-        optimizer.step()
-    assert model.loss(model(visual, audio), batch, supervision).item() < 0.7 * loss.item()
+    assert_every_parameter_gets_a_gradient(model, model.loss(model(visual, audio), batch, supervision))
+    assert_adam_lowers(model, lambda: model.loss(model(visual, audio), batch, supervision), 20, 3e-2, 0.7)
 
 
 @pytest.mark.parametrize("t", [1, 9])

@@ -19,6 +19,7 @@ from avloc.models.ave import (
     make_fusion,
 )
 from avloc.types import AVOutput, AvlocError
+from model_checks import assert_adam_lowers, assert_every_parameter_gets_a_gradient
 
 B, T, CV, CA, K = 2, 4, 16, 8, 5
 VISUAL_SIZE, AUDIO_SIZE = (4, 3), (2, 2)
@@ -186,16 +187,8 @@ def test_contract_gradients_and_learning(name, kwargs, supervision):
         assert out.video_logits.shape == (B, K)
         assert all(torch.isfinite(x).all() for x in (out.heatmap, out.logits, *out.embeddings.values()))
     model.train()
-    loss = model.loss(model(visual, audio), batch, supervision)
-    loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
-    assert not missing, f"no gradient for {missing}"
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-2)
-    for _ in range(10):
-        optimizer.zero_grad()
-        model.loss(model(visual, audio), batch, supervision).backward()
-        optimizer.step()
-    assert model.loss(model(visual, audio), batch, supervision).item() < 0.8 * loss.item()
+    assert_every_parameter_gets_a_gradient(model, model.loss(model(visual, audio), batch, supervision))
+    assert_adam_lowers(model, lambda: model.loss(model(visual, audio), batch, supervision), 10, 3e-2, 0.8)
 
 
 @pytest.mark.parametrize(("t", "size"), [(1, (1, 1)), (7, (3, 5))])
