@@ -44,6 +44,13 @@ METHODS = {
     "STM none": Method("stm", {"variant": "none", "audio_dropout": 1.0}),
     "STM u": Method("stm", {"variant": "u", "audio_dropout": 1.0}),
     "STM c+u": Method("stm", {"variant": "c+u", "audio_dropout": 1.0}),
+    "AVE (DMRN)": Method("ave", {"fusion": "dmrn"}),
+    "DMRFE": Method("dmrfe"),
+    "AVDLN": Method("avdln", supervision="self"),
+    "AVFB": Method("avfb"),
+    "AVFB + AVTGML": Method("avfb", supervision="self"),
+    "EZ-VSL": Method("ezvsl", supervision="self"),
+    "TAVLO": Method("tavlo", supervision="self"),
 }
 
 
