@@ -161,6 +161,13 @@ def _localize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets_check(args: argparse.Namespace) -> int:
+    from avloc.data.check import check_dataset
+
+    print("\n".join(check_dataset(args.folder)))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from avloc.demo import run_demo
     from avloc.evaluate import format_table
@@ -286,6 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_argument("--sheet-frames", type=int, default=8, help="frames on the contact sheet (default 8)")
     localize.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     localize.set_defaults(run=_localize)
+
+    datasets = sub.add_parser("datasets", help="inspect dataset folders (native, AVE)")
+    datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
+    check = datasets_sub.add_parser("check", help="recognise the layout, count samples, list missing files",
+                                    description="Validate a dataset folder (native manifest.jsonl or AVE "
+                                                "Annotations.txt) and print counts per split and class and every "
+                                                "missing or broken file. Works on annotation-only folders.")
+    check.add_argument("folder", help="dataset folder")
+    check.set_defaults(run=_datasets_check)
 
     demo = sub.add_parser("demo", help="localise a fresh synthetic clip with the default model and score it",
                           description="Generate a synthetic clip with exact ground truth, localise it, print its "
