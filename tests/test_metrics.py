@@ -254,3 +254,15 @@ def test_pointing_game_by_hand():
     meter.update(miss, gt_map=np.zeros((4, 4)), scenario="off-screen")
     rows = meter.summary()
     assert rows["single"]["pointing"] == 0.5 and rows["off-screen"]["pointing"] is None
+
+
+def test_median_threshold_is_per_frame_lvs_protocol():
+    # Frame 1: median of {0.1, 0.4, 0.6, 0.9} = 0.5 -> A = {0.9, 0.6}; gt = {0.9}: cIoU = 1 / (1 + 1).
+    # Frame 2: median of {0, 0, 0.2, 1} = 0.1 -> A = {0.2, 1}; gt = {0.2, 1}: cIoU = 2 / 2.
+    meter = LocalizationMeter("median")
+    meter.update(np.array([[0.1, 0.9], [0.4, 0.6]]), gt_map=np.array([[0, 1], [0, 0]]))
+    meter.update(np.array([[0.0, 0.0], [0.2, 1.0]]), gt_map=np.array([[0, 0], [1, 1]]))
+    row = meter.summary()["all"]
+    assert row["ciou_at"] == pytest.approx(0.75) and row["ap50"] == 1.0 and row["threshold"] == "median"
+    with pytest.raises(AvlocError, match="'median' or 'global'"):
+        LocalizationMeter("mean")

@@ -79,8 +79,13 @@ def test_cli_train_eval_and_baselines(bench, tmp_path, capsys):
     assert main(["eval", str(out / "best.pt"), str(dataset), "--features", str(features), "--size", "64",
                  "--out", str(tmp_path / "r.json"), "-q"]) == 0
     printed = capsys.readouterr().out
-    assert "cIoU@0.5" in printed and "protocol:" in printed
+    assert "cIoU@0.5" in printed and "protocol:" in printed and "64x64" in printed
     assert json.loads((tmp_path / "r.json").read_text())["split"] == "test"
+    assert main(["eval", str(out / "best.pt"), str(dataset), "--features", str(features), "--protocol", "lvs",
+                 "--out", str(tmp_path / "lvs.json"), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "224x224" in printed and "threshold > the map median" in printed
+    assert json.loads((tmp_path / "lvs.json").read_text())["rows"]["all"]["threshold"] == "median"
     for baseline in ("baseline:random", "baseline:centre"):
         assert main(["eval", baseline, str(dataset), "--size", "64", "--out", str(tmp_path / "b.json"), "-q"]) == 0
     assert main(["models"]) == 0 and "stm" in capsys.readouterr().out

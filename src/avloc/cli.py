@@ -106,7 +106,9 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from avloc.evaluate import Protocol, evaluate, format_table, write_report
+    from dataclasses import replace
+
+    from avloc.evaluate import PROTOCOLS, evaluate, format_table, write_report
 
     if args.task == "cross-modal":
         import json
@@ -123,8 +125,9 @@ def _eval(args: argparse.Namespace) -> int:
               f"{scores['skipped']} skipped; exact start step)")
         print(f"wrote {out}")
         return 0
-    protocol = Protocol(size=args.size, gt_convention=args.gt, box_mode=args.boxes, matching=args.matching,
-                        top_percent=args.top_percent)
+    named = PROTOCOLS[args.protocol]
+    protocol = replace(named, size=args.size or named.size, gt_convention=args.gt, box_mode=args.boxes,
+                       matching=args.matching, top_percent=args.top_percent)
     report = evaluate(args.checkpoint, args.dataset, split=args.split, features=args.features, protocol=protocol,
                       progress=not args.quiet)
     if args.out:
@@ -266,7 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--task", default="localization", choices=["localization", "cross-modal"],
                           help="localization metrics per scenario, or A2V / V2A cross-modal localisation (AVDLN)")
     evaluate.add_argument("--features", default=None, help="feature cache (default: encode the videos)")
-    evaluate.add_argument("--size", type=int, default=256, help="map resolution for the metrics (default 256)")
+    evaluate.add_argument("--protocol", default="stm", choices=["stm", "lvs"],
+                          help="stm: 256 px, per-frame min-max, threshold 0.5 (STM paper); lvs: 224 px, threshold "
+                          "at each map's median (LVS / EZ-VSL scripts; their 'cIoU' column is AP50)")
+    evaluate.add_argument("--size", type=int, default=None, help="map resolution (default: the protocol's)")
     evaluate.add_argument("--gt", default="union", choices=["union", "enclosing"],
                           help="ground-truth map: union of boxes, or their enclosing box (STM authors)")
     evaluate.add_argument("--boxes", default="enclosing", choices=["enclosing", "per-contour"],

@@ -53,7 +53,7 @@ class Protocol:
     """How maps become numbers; printed and stored with every result."""
 
     size: int = 256  # maps are upsampled to size x size; boxes rasterised on that grid
-    threshold: float = 0.5  # per-frame protocol, on min-max normalised maps (strict >)
+    threshold: float | str = 0.5  # per-frame, on min-max maps (strict >), or "median" of each map
     gt_convention: str = "union"  # union of the boxes, or "enclosing" (the STM authors')
     box_mode: str = "enclosing"  # Otsu + contours -> one enclosing box, or "per-contour"
     matching: str = "enclosing"  # how several boxes are compared for IoU@0.5
@@ -62,7 +62,8 @@ class Protocol:
     def describe(self) -> str:
         return (
             f"maps upsampled (bilinear) to {self.size}x{self.size}; cIoU/AP50/AUC: per-frame min-max, "
-            f"threshold > {self.threshold}, ground truth = {self.gt_convention} of boxes; "
+            f"threshold > {'the map median' if self.threshold == 'median' else self.threshold}, "
+            f"ground truth = {self.gt_convention} of boxes; "
             f"IoU@0.5: Otsu + contours, {self.box_mode} box(es), {self.matching} matching; "
             f"TN%: raw maps, global top-{self.top_percent:g}% threshold over the split, frames without boxes"
         )
@@ -190,6 +191,12 @@ def score_maps(frames: list[AnnotatedMap], protocol: Protocol) -> dict:
         row["tn_rate"] = tn_rows[name]["tn_rate"]
         row["tn_threshold"] = tn_rows[name]["threshold"]
     return rows
+
+
+PROTOCOLS = {
+    "stm": Protocol(),  # the STM paper: 256 px, threshold 0.5
+    "lvs": Protocol(size=224, threshold="median"),  # LVS / EZ-VSL scripts: 224 px, per-map median
+}
 
 
 def format_table(report: dict) -> str:

@@ -356,10 +356,12 @@ def _mean_or_none(values: np.ndarray) -> float | None:
 class LocalizationMeter:
     """Accumulates per-frame localisation results; :meth:`summary` gives the table rows.
 
-    Two threshold protocols:
+    Three threshold protocols:
 
     - ``threshold=<float>`` (default 0.5: STM / LVS on per-frame min-max maps): every
       frame is scored exactly as it arrives; the meter keeps a few floats per frame.
+    - ``threshold="median"`` (LVS / EZ-VSL evaluation scripts): every frame is thresholded
+      at its own median value (the top half of its pixels), scored as it arrives.
     - ``threshold="global"`` (AVATAR): tau is the global top-``top_percent`` % threshold
       over all pixels of all frames fed to the meter (labelled frames with and without
       ground truth), known only at :meth:`summary`. Keeping every map is too big (a
@@ -379,7 +381,7 @@ class LocalizationMeter:
     videos only), feed those videos to a separate meter with ``top_percent=5``.
 
     Args:
-        threshold: a float (strict ``>``), or ``"global"``.
+        threshold: a float (strict ``>``), ``"median"`` (per frame) or ``"global"``.
         top_percent: for ``"global"``, the share of pixels above tau, in (0, 100).
         bins: for ``"global"``, histogram bins over ``value_range``.
         value_range: for ``"global"``, ``(low, high)`` bounding all map values.
@@ -393,7 +395,7 @@ class LocalizationMeter:
 
     def __init__(
         self,
-        threshold: float | Literal["global"] = 0.5,
+        threshold: float | Literal["median", "global"] = 0.5,
         *,
         top_percent: float = 10.0,
         bins: int = 1000,
@@ -406,9 +408,9 @@ class LocalizationMeter:
         tn_tolerance: float = 0.0,
         auc_thresholds: Sequence[float] = DEFAULT_AUC_THRESHOLDS,
     ) -> None:
-        self.is_global = threshold == "global"
-        if not self.is_global and not isinstance(threshold, (int, float)):
-            raise AvlocError(f"threshold must be a number or 'global', got {threshold!r}")
+        self.is_global, self.is_median = threshold == "global", threshold == "median"
+        if not (self.is_global or self.is_median) and not isinstance(threshold, (int, float)):
+            raise AvlocError(f"threshold must be a number, 'median' or 'global', got {threshold!r}")
         if not 0.0 < top_percent < 100.0:
             raise AvlocError(f"top_percent must be in (0, 100), got {top_percent}")
         if bins < 1 or not value_range[0] < value_range[1]:
@@ -416,7 +418,7 @@ class LocalizationMeter:
         _tn_from_above(np.zeros(1), tn_rule, tn_tolerance)  # validates the rule
         if gt_convention not in ("union", "enclosing") or matching not in ("enclosing", "greedy"):
             raise AvlocError(f"unknown gt_convention {gt_convention!r} or matching {matching!r}")
-        self.threshold = None if self.is_global else float(threshold)
+        self.threshold = None if self.is_global or self.is_median else float(threshold)
         self.top_percent = float(top_percent)
         self.value_range = (float(value_range[0]), float(value_range[1]))
         self.edges = np.linspace(*self.value_range, bins + 1)
@@ -496,15 +498,18 @@ class LocalizationMeter:
             self._hists.append((mass, gt_free))
             self._counts += np.bincount(index, minlength=len(self.edges))
         else:
-            self._ciou.append(ciou(alpha, g, self.threshold))
-            above = np.count_nonzero(alpha > self.threshold) / alpha.size
+            tau = float(np.median(alpha)) if self.is_median else self.threshold
+            self._ciou.append(ciou(alpha, g, tau))
+            above = np.count_nonzero(alpha > tau) / alpha.size
             self._above.append(math.nan if g.sum() > 0 else above)
         self._scenarios.append(scenario)
         self._box_iou.append(box_score)
         self._pointing.append(pointing_hit(alpha, g))
 
-    def global_threshold(self) -> float:
-        """Tau for the frames seen so far (the fixed threshold when not global)."""
+    def global_threshold(self) -> float | str:
+        """Tau for the frames seen so far (the fixed threshold, or "median", when not global)."""
+        if self.is_median:
+            return "median"
         if not self.is_global:
             return self.threshold
         return float(self.edges[self._global_index()])
