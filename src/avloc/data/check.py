@@ -52,7 +52,8 @@ def _check_native(folder: Path) -> list[str]:
     lines += _counts("clips per class", Counter(r.label for r in records))
     lines += _counts("annotated frames per scenario",
                      Counter(f.scenario or "unlabelled" for r in records for f in r.frames))
-    lines += _missing("videos", [str(Path(r.video).relative_to(folder)) for r in records if not Path(r.video).is_file()])
+    absent = [str(Path(r.video).relative_to(folder)) for r in records if not Path(r.video).is_file()]
+    lines += _missing("videos", absent)
     return lines
 
 
