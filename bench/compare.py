@@ -119,6 +119,19 @@ def tables(reports: dict[str, list[dict]], supervision: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def write_results(title: str, work_json: Path, settings: str, reports: dict[str, list[dict]],
+                  minutes: dict[str, list[float]], supervision: dict[str, str]) -> None:
+    """Keep the raw reports in ``work_json`` and rewrite the docs/results.md section ``title``."""
+    work_json.write_text(json.dumps(reports, indent=1))
+    timing = ", ".join(f"{name}: {statistics.mean(m):.1f}" for name, m in minutes.items())
+    body = (
+        f"`{command()}` — {settings}; mean ± std over seeds; test split. Minutes of training per run: {timing}.\n\n"
+        + tables(reports, supervision)
+        + "\nProtocol: " + next(iter(reports.values()))[0]["protocol"]["description"]
+    )
+    update_section(title, body)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=300)
@@ -134,16 +147,10 @@ def main() -> None:
     dataset, features = prepare(work, args.clips, args.data_seed, args.size)
     methods = {name: METHODS[name] for name in args.methods}
     reports, minutes = run(methods, dataset, features, work, args.seeds, args.epochs, args.lr, args.size)
-    (work / "compare.json").write_text(json.dumps(reports, indent=1))
-    timing = ", ".join(f"{name}: {statistics.mean(m):.1f}" for name, m in minutes.items())
-    body = (
-        f"`{command()}` — {args.clips} synthetic clips (data seed {args.data_seed}), small-visual + small-audio "
-        f"features at {args.size} px, {args.epochs} epochs, Adam lr {args.lr}, batch 32, seeds {args.seeds}; "
-        f"mean ± std over seeds; test split. Minutes of training per run: {timing}.\n\n"
-        + tables(reports, {name: method.supervision for name, method in methods.items()})
-        + "\nProtocol: " + next(iter(reports.values()))[0]["protocol"]["description"]
-    )
-    update_section("Method comparison (synthetic benchmark)", body)
+    settings = (f"{args.clips} synthetic clips (data seed {args.data_seed}), small-visual + small-audio features at "
+                f"{args.size} px, {args.epochs} epochs, Adam lr {args.lr}, batch 32, seeds {args.seeds}")
+    write_results("Method comparison (synthetic benchmark)", work / "compare.json", settings, reports, minutes,
+                  {name: method.supervision for name, method in methods.items()})
 
 
 if __name__ == "__main__":

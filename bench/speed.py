@@ -84,9 +84,11 @@ def measure(name: str, video: Path, work: Path) -> dict:
     return {
         "config": name, "steps": steps, "frames_written": result.frames_written, "seconds": seconds,
         "steps_per_second": steps / seconds, "limit_steps_per_second": limit,
-        "real_time_factor": seconds / (steps / FPS), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "real_time_factor": seconds / (steps / FPS),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "shares": shares, "memory_over_encoders": result.timer.seconds.get("memory + localisation", 0.0) / encoder_time,
-        "latency_ms": {"mean": 1000 * float(live.latencies.mean()), "p95": 1000 * float(np.percentile(live.latencies, 95)),
+        "latency_ms": {"mean": 1000 * float(live.latencies.mean()),
+                       "p95": 1000 * float(np.percentile(live.latencies, 95)),
                        "max": 1000 * float(live.latencies.max())},
     }
 

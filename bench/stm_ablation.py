@@ -10,12 +10,9 @@ rewrites the "STM ablation" section of docs/results.md with mean +- std per scen
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 from pathlib import Path
 
-from compare import Method, prepare, run, tables
-from results_md import command, update_section
+from compare import Method, prepare, run, write_results
 
 
 def main() -> None:
@@ -34,16 +31,11 @@ def main() -> None:
     dataset, features = prepare(work, args.clips, args.data_seed, args.size)
     methods = {f"STM {v}": Method("stm", {"variant": v, "audio_dropout": args.audio_dropout}) for v in args.variants}
     reports, minutes = run(methods, dataset, features, work, args.seeds, args.epochs, args.lr, args.size)
-    (work / "ablation.json").write_text(json.dumps(reports, indent=1))
-    timing = ", ".join(f"{name}: {statistics.mean(m):.1f} min" for name, m in minutes.items())
-    body = (
-        f"`{command()}` — {args.clips} synthetic clips (data seed {args.data_seed}), small-visual + small-audio "
-        f"features at {args.size} px, {args.epochs} epochs, Adam lr {args.lr}, batch 32, weak video labels, "
-        f"audio dropout {args.audio_dropout}, seeds {args.seeds}; mean ± std over seeds; test split. "
-        f"Training time per run: {timing}.\n\n" + tables(reports, {name: "video" for name in methods})
-        + "\nProtocol: " + next(iter(reports.values()))[0]["protocol"]["description"]
-    )
-    update_section("STM ablation (synthetic benchmark)", body)
+    settings = (f"{args.clips} synthetic clips (data seed {args.data_seed}), small-visual + small-audio features at "
+                f"{args.size} px, {args.epochs} epochs, Adam lr {args.lr}, batch 32, weak video labels, audio dropout "
+                f"{args.audio_dropout}, seeds {args.seeds}")
+    write_results("STM ablation (synthetic benchmark)", work / "ablation.json", settings, reports, minutes,
+                  {name: "video" for name in methods})
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ class _Predictor:
             self.fps, self.classes, self.generator = 4.0, None, torch.Generator().manual_seed(0)
             return
         trained = load_trained(source, device)
-        self.config, self.classes, self.fps, self.model = trained.config, trained.classes, trained.config.fps, trained.head
+        self.config, self.classes, self.model = trained.config, trained.classes, trained.head
+        self.fps = trained.config.fps
         if features is not None:
             self.cache = FeatureCache(features)
             if trained.features_meta:

@@ -41,7 +41,7 @@ from avloc.io.write import VideoWriter
 from avloc.localize import boxes_from_map, normalize, upsample
 from avloc.localizer import Localizer
 from avloc.render import annotated_frame, contact_sheet, heat_layer, write_png
-from avloc.types import AvlocError
+from avloc.types import AvlocError, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def localize_video(
     with timer("writing outputs"):
         _write_json(result, video, str(model), fps)
         _write_npz(result)
-    _write_visuals(result, video, fps, start, end, sheet_frames, timer, progress)
+    _write_visuals(result, info, fps, start, end, sheet_frames, timer, progress)
     return result
 
 
@@ -224,10 +224,10 @@ def _write_npz(result: Localization) -> None:
                             probabilities=result.probabilities.astype(np.float32), classes=np.array(result.classes))
 
 
-def _write_visuals(result: Localization, video: Path, fps: float, start: float | None, end: float | None,
+def _write_visuals(result: Localization, info: VideoInfo, fps: float, start: float | None, end: float | None,
                    sheet_frames: int, timer: StageTimer, progress: bool) -> None:
     """The overlay video (every original frame, original audio) and the contact sheet."""
-    info = probe(video)
+    video = info.path
     first = result.times[0] - 0.5 / fps  # the processed range's start
     per_second = _second_classes(result)
     chosen = set(np.linspace(0, len(result.times) - 1, min(sheet_frames, len(result.times))).round().astype(int))
