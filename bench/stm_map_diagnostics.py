@@ -48,9 +48,8 @@ def single_frames(dataset: str, cache: FeatureCache, split: str) -> list[tuple[n
         if "cross-event" in record.tags:
             continue
         clip, video = cache.read(record.id), probe(record.video)
-        for step, t in enumerate(clip.times):
-            annotation = record.annotation_at(float(t), tolerance=0.5 / cache.meta.fps)
-            if annotation is None or annotation.scenario != "single" or not annotation.boxes:
+        for step, annotation in record.annotated_steps(clip.times, tolerance=0.5 / cache.meta.fps):
+            if annotation.scenario != "single" or not annotation.boxes:
                 continue
             gt = gt_map(annotation.boxes, (SIZE, SIZE), "union", (video.height, video.width))
             frames.append((record.id, step, gt, record.label))

@@ -27,7 +27,8 @@ def test_malformed_rows_are_refused(tmp_path):
     header = "keyword,start,end,evt,target,multi\n"
     for text, reason in [("a,b\n", ":1: expected the header"), (header + "x,1,2,e,piano\n", ":2: expected 6 columns"),
                          (header + "x,5,2,e,piano,0\n", ":2: start 5 is not before end 2"),
-                         (header + "x,a,2,e,piano,0\n", ":2: start and end must be numbers"),
+                         (header + "x,a,2,e,piano,0\n", ":2: start and end must be finite numbers"),
+                         (header + "x,0,inf,e,piano,0\n", ":2: start and end must be finite numbers"),
                          (header + "x,1,2,e,,0\n", ":2: empty id or target")]:
         path = tmp_path / "s.csv"
         path.write_text(text)

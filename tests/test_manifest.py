@@ -50,6 +50,9 @@ def test_loads_records_classes_and_annotations(tmp_path):
     assert dataset.records[1].label_at(3.0) == "cat"
     assert a.annotation_at(2.2, tolerance=0.125).t == 2.125
     assert a.annotation_at(1.0, tolerance=0.125) is None
+    # Scored steps: one per annotated frame; a frame halfway between two steps goes to the earlier.
+    assert [(k, f.t) for k, f in a.annotated_steps([0.125, 2.0, 2.25], tolerance=0.125)] == [(0, 0.125), (1, 2.125)]
+    assert a.annotated_steps([2.1, 2.12, 3.0], tolerance=0.125) == [(1, a.frames[1])]
 
 
 def test_write_manifest_round_trips(tmp_path):
@@ -73,6 +76,10 @@ def test_write_manifest_round_trips(tmp_path):
         (_clip(frames=[{"t": 1.0, "boxes": [[0, 0, 5, "x"]]}]), "finite number"),
         (_clip(frames=[{"t": 1.0, "boxes": [], "scenario": "crowd"}]), "unknown scenario"),
         (_clip(segments=[{"start": 3, "end": 1, "label": "dog"}]), "segment 0"),
+        (_clip(frames=[{"t": 1.0, "boxes": [[0, 0, 5, 5]], "masks": [[], []]}]), "one entry per box (1)"),
+        (_clip(frames=[{"t": 1.0, "boxes": [[0, 0, 5, 5]], "masks": [[[0, 0, 5, 5]]]}]), "bad polygon"),
+        (_clip(frames=[{"t": 1.0, "boxes": [], "ground_truth": "mean"}]), "unknown ground_truth 'mean'"),
+        (_clip(video="videos/../../outside.mp4"), "escapes the dataset folder"),
         ({"id": "c", "video": "videos/c.mp4", "split": "train"}, "missing required key 'label'"),
         ("{not json", "not valid JSON"),
         (_clip("a"), "duplicate id 'a'"),
@@ -98,3 +105,16 @@ def test_missing_manifest_and_annotation_only_folder(tmp_path):
         load_manifest(tmp_path)
     (tmp_path / "manifest.jsonl").write_text(json.dumps(_clip("a", video="videos/absent.mp4")) + "\n")
     assert load_manifest(tmp_path, require_videos=False).records[0].id == "a"
+
+
+def test_masks_and_ground_truth_round_trip_and_links_inside_the_folder_are_followed(tmp_path):
+    outside = tmp_path / "elsewhere.mp4"
+    outside.write_bytes(b"")
+    root = tmp_path / "dataset"
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "a.mp4").symlink_to(outside)  # what `avloc datasets convert` makes
+    frame = FrameAnnotation(0.5, ((0.0, 0.0, 4.0, 4.0), (4.0, 4.0, 8.0, 8.0)), "single",
+                            masks=(((0.0, 0.0, 4.0, 0.0, 4.0, 4.0),), ()), ground_truth="consensus")
+    record = ClipRecord(id="a", video=root / "videos" / "a.mp4", split="test", label="dog", frames=(frame,))
+    write_manifest(root, [record])
+    assert load_manifest(root).records == (record,)

@@ -14,11 +14,13 @@ from avloc.metrics import (
     ClassificationMeter,
     LocalizationMeter,
     ap50,
+    annotation_map,
     box_iou,
     ciou,
     consensus_map,
     frame_box_iou,
     gt_map,
+    polygon_map,
     segment_accuracy,
     success_auc,
     success_curve,
@@ -266,3 +268,27 @@ def test_median_threshold_is_per_frame_lvs_protocol():
     assert row["ciou_at"] == pytest.approx(0.75) and row["ap50"] == 1.0 and row["threshold"] == "median"
     with pytest.raises(AvlocError, match="'median' or 'global'"):
         LocalizationMeter("mean")
+
+
+def test_polygon_map_pixel_centres_and_scaling():
+    square = polygon_map([[2, 2, 6, 2, 6, 6, 2, 6]], (8, 8))
+    expected = torch.zeros(8, 8)
+    expected[2:6, 2:6] = 1  # centres 2.5 .. 5.5 lie inside, 6.5 does not: the boxes' rule
+    torch.testing.assert_close(square, expected)
+    torch.testing.assert_close(square, gt_map([[2, 2, 6, 6]], (8, 8)))
+    torch.testing.assert_close(polygon_map([[1, 1, 3, 1, 3, 3, 1, 3]], (8, 8), from_size=(4, 4)), expected)
+    triangle = polygon_map([[0, 0, 8.5, 0, 0, 8.5]], (8, 8))  # centres with x + y < 8.5: i + j <= 7
+    assert triangle.sum() == 36 and triangle[0, 7] == 1 and triangle[1, 7] == 0
+
+
+def test_annotation_map_masks_consensus_and_conventions():
+    boxes = [[0, 0, 4, 4], [2, 2, 6, 6]]
+    consensus = annotation_map(boxes, (8, 8), "consensus")
+    assert consensus[0, 0] == 0.5 and consensus[3, 3] == 1.0 and consensus[5, 5] == 0.5 and consensus[7, 7] == 0
+    torch.testing.assert_close(annotation_map(boxes, (8, 8), "union"), gt_map(boxes, (8, 8), "union"))
+    torch.testing.assert_close(annotation_map(boxes, (8, 8), "enclosing"), gt_map(boxes, (8, 8), "enclosing"))
+    # The first object has a triangle, the second only its box: the map is their union.
+    masked = annotation_map(boxes, (8, 8), masks=[[[0, 0, 4.5, 0, 0, 4.5]], []])  # i + j <= 3: 10 pixels
+    assert masked[3, 0] == 1 and masked[3, 1] == 0 and masked[5, 5] == 1 and masked.sum() == 10 + 16
+    with pytest.raises(AvlocError, match="1 masks for 2 boxes"):
+        annotation_map(boxes, (8, 8), masks=[[]])

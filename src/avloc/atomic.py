@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from avloc.types import AvlocError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -15,10 +17,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     On any exception the temporary file is removed and ``path`` is left untouched.
     The temporary name keeps ``path``'s suffix so that format sniffing by extension works.
+
+    Raises:
+        AvlocError: ``path`` is a folder, or its folder cannot be made or written to.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    if path.is_dir():
+        raise AvlocError(f"{path}: is a folder; expected the name of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as error:  # a file where a folder must be, no permission, a full disk
+        raise AvlocError(f"{path}: cannot write it ({error.strerror}: {error.filename})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.

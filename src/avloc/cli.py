@@ -47,15 +47,30 @@ def _parse_options(values: list[str]) -> dict:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from avloc.extract import extract_features, parse_shard
+    from avloc.data.ave_features import AUTHORS_FRAMES_PER_SECOND
+    from avloc.extract import extract_ave_features, extract_features, parse_shard
 
     weights = _parse_weights(args.weights)
-    result = extract_features(
-        args.dataset, args.out, visual=args.visual, audio=args.audio,
-        visual_weights=weights.get("visual"), audio_weights=weights.get("audio"),
-        fps=args.fps, size=args.size, audio_window=args.audio_window, shard=parse_shard(args.shard),
-        batch_size=args.batch_size, progress=not args.quiet,
-    )
+    common = {"visual_weights": weights.get("visual"), "audio_weights": weights.get("audio"),
+              "shard": parse_shard(args.shard), "batch_size": args.batch_size, "progress": not args.quiet}
+    if args.format == "ave":
+        if args.fps is not None or args.audio_window is not None:
+            raise AvlocError("--fps and --audio-window do not apply to --format ave (one row step per second, "
+                             "its frames set by --frames-per-second)")
+        result = extract_ave_features(
+            args.dataset, args.out, visual=args.visual or "vgg19", audio=args.audio or "vggish-embed",
+            size=224 if args.size is None else args.size,
+            frames_per_second=AUTHORS_FRAMES_PER_SECOND if args.frames_per_second is None else args.frames_per_second,
+            **common,
+        )
+    else:
+        if args.frames_per_second is not None:
+            raise AvlocError("--frames-per-second applies to --format ave only")
+        result = extract_features(
+            args.dataset, args.out, visual=args.visual or "small-visual", audio=args.audio or "small-audio",
+            fps=4.0 if args.fps is None else args.fps, size=256 if args.size is None else args.size,
+            audio_window=args.audio_window, **common,
+        )
     print(f"encoded {result.extracted} clips, {result.skipped} already done")
     if result.remaining:
         print(f"{result.remaining} clips are left to other shards; the last shard to finish writes {result.out}")
@@ -81,6 +96,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from avloc.distributed import is_main
     from avloc.train import TrainConfig, fit
 
     weights = _parse_weights(args.weights)
@@ -98,8 +114,9 @@ def _train(args: argparse.Namespace) -> int:
         supervision=args.supervision, seed=args.seed, workers=args.workers,
     )
     best = fit(config, resume=args.resume, progress=not args.quiet)
-    print(f"best checkpoint (lowest validation loss): {best}")
-    print(f"log and loss curve: {best.parent / 'log.csv'}, {best.parent / 'loss.png'}")
+    if is_main():  # under torchrun, one report for all processes
+        print(f"best checkpoint (lowest validation loss): {best}")
+        print(f"log and loss curve: {best.parent / 'log.csv'}, {best.parent / 'loss.png'}")
     return 0
 
 
@@ -126,8 +143,8 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     named = PROTOCOLS[args.protocol]
-    protocol = replace(named, size=args.size or named.size, gt_convention=args.gt, box_mode=args.boxes,
-                       matching=args.matching, top_percent=args.top_percent)
+    protocol = replace(named, size=named.size if args.size is None else args.size, gt_convention=args.gt,
+                       box_mode=args.boxes, matching=args.matching, top_percent=args.top_percent)
     report = evaluate(args.checkpoint, args.dataset, split=args.split, features=args.features, protocol=protocol,
                       progress=not args.quiet)
     if args.out:
@@ -171,6 +188,19 @@ def _datasets_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets_convert(args: argparse.Namespace) -> int:
+    from avloc.data.convert import convert_dataset
+
+    result = convert_dataset(args.layout, args.source, args.out, videos=args.videos, boxes=args.boxes,
+                             link=args.link, split=args.split, frame_time=args.frame_time, progress=not args.quiet)
+    print(f"wrote {result.manifest}: {result.clips} clips, {result.annotated_frames} annotated frames")
+    if result.missing:
+        shown = ", ".join(result.missing[:10]) + (" ..." if len(result.missing) > 10 else "")
+        print(f"{len(result.missing)} clips left out, their videos were not found: {shown}")
+    print(f"check it with: avloc datasets check {args.out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from avloc.demo import run_demo
     from avloc.evaluate import format_table
@@ -211,11 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(run=_synth)
 
     extract = sub.add_parser("extract", help="encode a dataset into a feature cache (HDF5)",
-                             description="Encode every clip of a native dataset and store per-clip feature maps. "
+                             description="Encode every clip of a dataset (native or AVE folder) and store per-clip "
+                             "feature maps. --format avloc: avloc's cache FILE.h5, defaults --visual small-visual "
+                             "--audio small-audio --fps 4 --size 256. --format ave: the AVE authors' layout in a "
+                             "folder (visual_feature.h5, audio_feature.h5, labels.h5, *_order.h5, Annotations.txt), "
+                             "one row per clip holding its first 10 s as ten 1-s segments, defaults --visual vgg19 "
+                             "--audio vggish-embed --size 224 and 16 frames per second (the authors'). "
                              "Resumable: finished clips are skipped.")
-    extract.add_argument("dataset", help="native dataset folder (with manifest.jsonl)")
+    extract.add_argument("dataset", help="dataset folder (manifest.jsonl, or AVE Annotations.txt + *_order.h5)")
     _add_encoder_flags(extract)
-    extract.add_argument("--out", required=True, help="output FILE.h5")
+    extract.set_defaults(visual=None, audio=None, fps=None, size=None)  # they depend on --format
+    extract.add_argument("--format", default="avloc", choices=["avloc", "ave"],
+                         help="avloc: feature cache FILE.h5 (default); ave: the AVE authors' folder layout")
+    extract.add_argument("--frames-per-second", type=int, default=None,
+                         help="--format ave: frames whose visual maps are averaged per 1-s segment (default 16)")
+    extract.add_argument("--out", required=True, help="output FILE.h5 (--format avloc) or folder (--format ave)")
     extract.add_argument("--audio-window", type=float, default=None,
                          help="seconds of audio per step, centred on the frame (default 1/fps)")
     extract.add_argument("--shard", default="0/1", help="I/N: encode every N-th clip from the I-th (default 0/1)")
@@ -231,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model (weak supervision from video labels by default)",
                            description="Train on random windows of a native dataset; checkpoints are selected on "
-                           "the validation split. Writes last.pt, best.pt, log.csv and loss.png to --out.")
+                           "the validation split. Writes last.pt, best.pt, log.csv and loss.png to --out. "
+                           "Distributed: torchrun --nproc-per-node N -m avloc train ... (gloo on CPU, NCCL on GPU).")
     train.add_argument("dataset", help="native dataset folder")
     train.add_argument("--model", default="stm", help="model name (see `avloc models`)")
     train.add_argument("--variant", default="c+u", choices=["c+u", "u", "none"],
@@ -248,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_flags(train)
     train.add_argument("--finetune", action="store_true", help="train the encoders too (without --features)")
     train.add_argument("--steps", type=int, default=4, help="steps per training window (default 4 = 1 s)")
-    train.add_argument("--batch-size", type=int, default=32, help="windows per batch (default 32)")
+    train.add_argument("--batch-size", type=int, default=32,
+                       help="windows per optimiser step, over all processes under torchrun (the global batch; "
+                       "it must divide by the number of processes; default 32)")
     train.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
     train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the paper)")
     train.add_argument("--supervision", default="video", choices=["video", "segment", "self"],
@@ -273,8 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="stm: 256 px, per-frame min-max, threshold 0.5 (STM paper); lvs: 224 px, threshold "
                           "at each map's median (LVS / EZ-VSL scripts; their 'cIoU' column is AP50)")
     evaluate.add_argument("--size", type=int, default=None, help="map resolution (default: the protocol's)")
-    evaluate.add_argument("--gt", default="union", choices=["union", "enclosing"],
-                          help="ground-truth map: union of boxes, or their enclosing box (STM authors)")
+    evaluate.add_argument("--gt", default="auto", choices=["auto", "union", "enclosing", "consensus"],
+                          help="ground-truth map: auto = each frame's own rule from the dataset (Flickr: "
+                          "consensus), else the union of boxes; union; enclosing box (STM authors); consensus "
+                          "(sum of boxes / 2, clipped at 1). Polygons (AVATAR) are used where given")
     evaluate.add_argument("--boxes", default="enclosing", choices=["enclosing", "per-contour"],
                           help="predicted boxes: one enclosing box (STM authors) or one per contour")
     evaluate.add_argument("--matching", default="enclosing", choices=["enclosing", "greedy"],
@@ -300,14 +345,37 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     localize.set_defaults(run=_localize)
 
-    datasets = sub.add_parser("datasets", help="inspect dataset folders (native, AVE)")
+    datasets = sub.add_parser("datasets", help="check dataset folders; convert the field's layouts to native")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
     check = datasets_sub.add_parser("check", help="recognise the layout, count samples, list missing files",
                                     description="Validate a dataset folder (native manifest.jsonl or AVE "
                                                 "Annotations.txt) and print counts per split and class and every "
                                                 "missing or broken file. Works on annotation-only folders.")
-    check.add_argument("folder", help="dataset folder")
+    check.add_argument("folder", help="dataset folder (or a VGG-SS .json file)")
     check.set_defaults(run=_datasets_check)
+    convert = datasets_sub.add_parser(
+        "convert", help="convert a dataset layout to the native format (manifest.jsonl + videos)",
+        description="Read a layout's annotation files, find each clip's video by name, link it into OUT/videos and "
+                    "write OUT/manifest.jsonl with boxes in video pixels. See docs/datasets.md.")
+    convert.add_argument("layout", choices=["ave", "audioset-instrument", "vggss", "flickr", "avatar"],
+                         help="the source layout")
+    convert.add_argument("source", help="ave: folder with Annotations.txt + *_order.h5; audioset-instrument: "
+                         "folder with the split CSVs; vggss: the JSON file; flickr: folder of .xml files; avatar: "
+                         "folder of <video id>/<frame>.json")
+    convert.add_argument("--out", required=True, help="native dataset folder to write")
+    convert.add_argument("--videos", default=None,
+                         help="folder searched (recursively) for the videos, named by clip id (default: the source "
+                              "folder); flickr also takes <id>.jpg + <id>.wav")
+    convert.add_argument("--boxes", default=None,
+                         help="ave, audioset-instrument: the STM authors' CVAT folder (<youtube id>/annotations.xml)")
+    convert.add_argument("--link", default="symlink", choices=["symlink", "hardlink", "copy"],
+                         help="how videos enter OUT/videos (default symlink)")
+    convert.add_argument("--split", default="test", choices=["train", "val", "test"],
+                         help="split of layouts without one: vggss, flickr, avatar (default test)")
+    convert.add_argument("--frame-time", type=float, default=None,
+                         help="vggss, flickr: time in s of the annotated frame (default: the middle of the video)")
+    convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    convert.set_defaults(run=_datasets_convert)
 
     demo = sub.add_parser("demo", help="localise a fresh synthetic clip with the default model and score it",
                           description="Generate a synthetic clip with exact ground truth, localise it, print its "

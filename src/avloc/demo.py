@@ -13,9 +13,11 @@ from avloc.data.manifest import load_manifest
 from avloc.data.synth import generate_dataset
 from avloc.data.synth_scenes import RECIPES, recipe_of
 from avloc.evaluate import AnnotatedMap, Protocol, score_maps
+from avloc.inference import load_trained
 from avloc.io.decode import probe
 from avloc.localize_video import Localization, localize_video
 from avloc.models.blocks import check_choice
+from avloc.types import AvlocError
 
 SCENARIO_TAG = "cross-event"
 
@@ -29,7 +31,12 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
     clips hold each recipe once), so ``(seed, scenario)`` always gives the same clip.
     """
     check_choice("scenario", scenario, RECIPES)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise AvlocError(f"--seed must be a non-negative whole number, got {seed!r}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AvlocError(f"{out}: exists and is not a folder")
+    load_trained(model)  # a bad model is refused before the clip is written
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     index = next(i for i in range(len(RECIPES)) if recipe_of(seed, i) == scenario)
     dataset = generate_dataset(out / "clips", clips=index + 1, seed=seed, seconds=seconds, workers=1, progress=False)
@@ -38,12 +45,9 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
     row = SCENARIO_TAG if SCENARIO_TAG in record.tags else None
     video = probe(record.video)
     frames = []
-    for step, t in enumerate(result.times):
-        annotation = record.annotation_at(float(t), tolerance=0.5 / result.fps)
-        if annotation is not None:
-            frames.append(AnnotatedMap(torch.from_numpy(result.heatmaps[step]), annotation.boxes,
-                                       (video.height, video.width),
-                                       row or annotation.scenario or "unlabelled"))
+    for step, annotation in record.annotated_steps(result.times, tolerance=0.5 / result.fps):
+        frames.append(AnnotatedMap(torch.from_numpy(result.heatmaps[step]), annotation, (video.height, video.width),
+                                   row or annotation.scenario or "unlabelled"))
     protocol = Protocol()
     predicted = result.probabilities.argmax(axis=1)
     targets = [result.classes.index(record.label_at(float(t))) for t in result.times]

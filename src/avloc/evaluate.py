@@ -34,16 +34,18 @@ from tqdm import tqdm
 
 from avloc.atomic import atomic_path
 from avloc.cross_modal import cross_modal_accuracy
-from avloc.data.cache import CacheMeta, FeatureCache
-from avloc.data.manifest import ClipRecord, load_manifest
+from avloc.data.cache import CacheMeta
+from avloc.data.manifest import ClipRecord, FrameAnnotation
+from avloc.data.sources import load_dataset, open_features
 from avloc.data.windows import FeatureWindows
 from avloc.extract import encode_clip
 from avloc.inference import load_trained
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.localize import boxes_from_map, normalize, upsample
-from avloc.metrics import ClassificationMeter, LocalizationMeter
+from avloc.metrics import ClassificationMeter, LocalizationMeter, annotation_map
 from avloc.types import AvlocError
 
+MAX_MAP_SIZE = 4096  # maps are upsampled to size x size floats, one frame at a time
 SCENARIO_ROWS = ("single", "mixed", "multi-entity", "off-screen", "cross-event", "all")
 BASELINES = ("random", "centre")
 
@@ -54,19 +56,32 @@ class Protocol:
 
     size: int = 256  # maps are upsampled to size x size; boxes rasterised on that grid
     threshold: float | str = 0.5  # per-frame, on min-max maps (strict >), or "median" of each map
-    gt_convention: str = "union"  # union of the boxes, or "enclosing" (the STM authors')
+    gt_convention: str = "auto"  # the frame's own rule (manifest "ground_truth"), else union; or
+    # "union", "enclosing" (the STM authors'), "consensus" (Flickr-SoundNet) for every frame
     box_mode: str = "enclosing"  # Otsu + contours -> one enclosing box, or "per-contour"
     matching: str = "enclosing"  # how several boxes are compared for IoU@0.5
     top_percent: float = 10.0  # AVATAR's global threshold for TN%
+
+    def __post_init__(self) -> None:
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_MAP_SIZE:
+            raise AvlocError(f"the map size (--size) must be 1 to {MAX_MAP_SIZE} pixels, got {self.size!r}")
 
     def describe(self) -> str:
         return (
             f"maps upsampled (bilinear) to {self.size}x{self.size}; cIoU/AP50/AUC: per-frame min-max, "
             f"threshold > {'the map median' if self.threshold == 'median' else self.threshold}, "
-            f"ground truth = {self.gt_convention} of boxes; "
+            f"ground truth = {GT_DESCRIPTIONS[self.gt_convention]}, polygons where given; "
             f"IoU@0.5: Otsu + contours, {self.box_mode} box(es), {self.matching} matching; "
             f"TN%: raw maps, global top-{self.top_percent:g}% threshold over the split, frames without boxes"
         )
+
+
+GT_DESCRIPTIONS = {
+    "auto": "each frame's own rule (union of boxes unless the dataset names one)",
+    "union": "union of boxes",
+    "enclosing": "enclosing box of the boxes",
+    "consensus": "consensus of boxes (sum / 2, clipped at 1)",
+}
 
 
 @dataclass
@@ -74,9 +89,16 @@ class AnnotatedMap:
     """One annotated frame's raw heat map, its ground truth, and the table row it counts toward."""
 
     heatmap: torch.Tensor  # (h, w) raw map at feature resolution
-    boxes: tuple  # ground-truth boxes, original pixels
+    annotation: FrameAnnotation  # ground truth in original pixels
     original_size: tuple[int, int]
     row: str
+
+    def ground_truth(self, size: tuple[int, int], convention: str) -> np.ndarray:
+        """``(H, W)`` ground-truth map under ``convention`` ("auto": the frame's own rule)."""
+        if convention == "auto":
+            convention = self.annotation.ground_truth or "union"
+        gt = annotation_map(self.annotation.boxes, size, convention, self.original_size, self.annotation.masks)
+        return gt.numpy().astype(np.float64)
 
 
 class _Predictor:
@@ -94,7 +116,7 @@ class _Predictor:
         self.config, self.classes, self.model = trained.config, trained.classes, trained.head
         self.fps = trained.config.fps
         if features is not None:
-            self.cache = FeatureCache(features)
+            self.cache = open_features(features)
             if trained.features_meta:
                 differences = CacheMeta.from_json(trained.features_meta).differences(self.cache.meta)
                 if differences:
@@ -143,26 +165,28 @@ def evaluate(
     Returns a JSON-serialisable report: ``rows`` (per scenario), ``segment_accuracy``,
     ``protocol`` (its fields and a description), ``source``, ``split``, ``n_clips``.
     """
-    records = load_manifest(dataset).split(split)
+    records = load_dataset(dataset, require_videos=features is None).split(split)
     if not records:
         raise AvlocError(f"{dataset}: the {split} split is empty")
     predictor = _Predictor(str(source), features, torch.device(device))
     frames, segments = [], ClassificationMeter()
     for record in tqdm(records, desc=f"eval {split}", unit="clip", disable=not progress):
-        original = probe(record.video)
-        heatmaps, logits, times = predictor(record, original.duration)
+        # Features stand in for a missing video (e.g. AVE's precomputed ones): nothing to probe.
+        original = None if predictor.cache is not None and not record.video.is_file() else probe(record.video)
+        heatmaps, logits, times = predictor(record, None if original is None else original.duration)
         row = "cross-event" if "cross-event" in record.tags else None
-        for step, t in enumerate(times):
-            annotation = record.annotation_at(float(t), tolerance=0.5 / predictor.fps)
-            if annotation is not None:
-                frames.append(AnnotatedMap(heatmaps[step], annotation.boxes, (original.height, original.width),
-                                     row or annotation.scenario or "unlabelled"))
+        for step, annotation in record.annotated_steps(times, tolerance=0.5 / predictor.fps):
+            if original is None:
+                raise AvlocError(f"{record.video}: no such file (its frame size is needed to score the boxes)")
+            frames.append(AnnotatedMap(heatmaps[step], annotation, (original.height, original.width),
+                                       row or annotation.scenario or "unlabelled"))
         if logits is not None:
             targets = [predictor.classes.index(record.label_at(float(t))) for t in times]
             segments.update(logits.argmax(-1).numpy(), np.asarray(targets))
-    if not frames:
-        raise AvlocError(f"{dataset}: no annotated frames in the {split} split (manifest 'frames')")
-    rows = score_maps(frames, protocol)
+    if not frames and not segments.total:
+        raise AvlocError(f"{dataset}: no annotated frames in the {split} split (manifest 'frames') and no class "
+                         "scores from the model: nothing to score")
+    rows = score_maps(frames, protocol) if frames else {}  # e.g. AVE: segment labels, no boxes
     return {
         "source": str(source),
         "split": split,
@@ -176,17 +200,18 @@ def evaluate(
 def score_maps(frames: list[AnnotatedMap], protocol: Protocol) -> dict:
     """The metrics of ``frames`` under ``protocol``, one row per scenario (see the module docstring)."""
     size = (protocol.size, protocol.size)
-    per_frame = LocalizationMeter(protocol.threshold, gt_convention=protocol.gt_convention, matching=protocol.matching)
+    per_frame = LocalizationMeter(protocol.threshold, matching=protocol.matching)
     scale = max(float(frame.heatmap.max()) for frame in frames) or 1.0
-    avatar = LocalizationMeter("global", top_percent=protocol.top_percent, gt_convention=protocol.gt_convention)
+    avatar = LocalizationMeter("global", top_percent=protocol.top_percent)
     for frame in frames:
         raw = upsample(frame.heatmap, size)  # (h, w) -> (H, W)
         normalised = normalize(raw)
         pred_boxes = boxes_from_map(normalised, mode=protocol.box_mode)
-        gt = np.asarray(frame.boxes, dtype=np.float64).reshape(-1, 4)  # (N, 4), N may be 0
-        per_frame.update(normalised, gt_boxes=gt, pred_boxes=pred_boxes, scenario=frame.row,
+        boxes = np.asarray(frame.annotation.boxes, dtype=np.float64).reshape(-1, 4)  # (N, 4), N may be 0
+        gt = frame.ground_truth(size, protocol.gt_convention)
+        per_frame.update(normalised, gt_boxes=boxes, gt_map=gt, pred_boxes=pred_boxes, scenario=frame.row,
                          from_size=frame.original_size)
-        avatar.update((raw / scale).clamp(0, 1), gt_boxes=gt, scenario=frame.row, from_size=frame.original_size)
+        avatar.update((raw / scale).clamp(0, 1), gt_map=gt, scenario=frame.row)
     rows, tn_rows = per_frame.summary(), avatar.summary()
     for name, row in rows.items():
         row["tn_rate"] = tn_rows[name]["tn_rate"]
@@ -206,6 +231,8 @@ def format_table(report: dict) -> str:
               f"{'TN%':>6} {'point':>6}")
     lines = [f"{report['source']} on {report['split']} ({report['n_clips']} clips)", header, "-" * len(header)]
     rows = report["rows"]
+    if not rows:  # e.g. AVE: per-second labels, no boxes
+        lines[1:] = ["no annotated frames in this split: no localisation metrics, segment accuracy only"]
     for name in [*(n for n in SCENARIO_ROWS if n in rows), *(n for n in rows if n not in SCENARIO_ROWS)]:
         row = rows[name]
 
@@ -238,10 +265,10 @@ def evaluate_cross_modal(source: str | os.PathLike, dataset: str | os.PathLike, 
     """
     if features is None:
         raise AvlocError("--task cross-modal reads a feature cache: pass --features FILE.h5")
-    records = load_manifest(dataset).split(split)
+    records = load_dataset(dataset, require_videos=False).split(split)
     if not records:
         raise AvlocError(f"{dataset}: the {split} split is empty")
     trained = load_trained(source, device)
-    clips = FeatureWindows(FeatureCache(features), records, trained.classes, steps=None)
+    clips = FeatureWindows(open_features(features), records, trained.classes, steps=None)
     scores = cross_modal_accuracy(trained.head, clips, background=len(trained.classes) - 1, device=device)
     return {"source": str(source), "split": split, "task": "cross-modal", **scores}

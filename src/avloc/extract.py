@@ -1,15 +1,27 @@
 """``avloc extract``: encode every clip of a dataset once and store the feature maps.
 
+Two output formats:
+
+- ``avloc`` (:func:`extract_features`): one step every ``1 / fps`` s into avloc's feature
+  cache; see :mod:`avloc.data.cache` for the file layout and why a killed run never leaves a
+  corrupt entry.
+- ``ave`` (:func:`extract_ave_features`): the AVE authors' layout
+  (:mod:`avloc.data.ave_features`), one row per record and ten 1-s segments per row, so that
+  the original AVE code can read it. Kill-safe and resumable the same way: finished clips go
+  to ``OUT/extract-F-frames-per-second.parts/``; the folder's files are written once every
+  clip is done.
+
 Each clip is streamed step by step (``iter_steps``), so memory stays bounded for any
-length; steps are encoded in batches. See :mod:`avloc.data.cache` for the file layout and
-why a killed run never leaves a corrupt entry.
+length; steps are encoded in batches. The dataset may be native or an AVE folder.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
@@ -21,9 +33,19 @@ from tqdm import tqdm
 
 from avloc import __version__
 from avloc.audio import MelConfig, log_mel
+from avloc.data.ave import ANNOTATIONS, SECONDS, SPLITS
+from avloc.data.ave_features import (
+    AUDIO_FILE,
+    AUTHORS_FRAMES_PER_SECOND,
+    LAYOUT_FILES,
+    VISUAL_FILE,
+    AVEFeatures,
+    record_sample,
+    write_ave_folder,
+)
 from avloc.data.cache import CacheMeta, ClipFeatures, PartsStore
-from avloc.data.manifest import load_manifest
-from avloc.io.decode import AVStep, iter_steps
+from avloc.data.sources import load_dataset
+from avloc.io.decode import AVStep, iter_steps, probe, read_audio
 from avloc.models.encoders import Encoder, create_encoder
 from avloc.types import AvlocError
 
@@ -65,28 +87,14 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-def extract_features(
-    dataset: str | os.PathLike,
-    out: str | os.PathLike,
-    visual: str = "small-visual",
-    audio: str = "small-audio",
-    visual_weights: str | None = None,
-    audio_weights: str | None = None,
-    fps: float = 4.0,
-    size: int | None = 256,
-    audio_window: float | None = None,
-    shard: tuple[int, int] = (0, 1),
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> ExtractResult:
-    """Encode every clip of the native dataset at ``dataset`` into the cache ``out``.
-
-    Clips already in ``out`` (or in its parts folder) are skipped. With ``shard=(i, n)``
-    this call encodes clips ``i, i + n, i + 2n, ...`` of the id-sorted list; whichever
-    shard finishes last merges everything into ``out``.
-    """
-    records = sorted(load_manifest(dataset).records, key=lambda r: r.id)
+def _prepare(visual: str, audio: str, visual_weights: str | None, audio_weights: str | None, fps: float,
+             size: int | None, audio_window: float | None, batch_size: int,
+             device: str | torch.device) -> tuple[Encoder, Encoder, MelConfig, CacheMeta]:
+    """Check the shared settings; build both encoders (eval mode), the log-mel settings and the metadata."""
+    if not (math.isfinite(fps) and fps > 0):
+        raise AvlocError(f"--fps must be a positive number, got {fps}")
+    if batch_size < 1:
+        raise AvlocError(f"--batch-size must be >= 1, got {batch_size}")
     visual_encoder = create_encoder(visual, weights=visual_weights).to(device).eval()
     audio_encoder = create_encoder(audio, weights=audio_weights).to(device).eval()
     if visual_encoder.modality != "visual" or audio_encoder.modality != "audio":
@@ -104,6 +112,33 @@ def extract_features(
         mel=json.dumps(asdict(mel), sort_keys=True),
         avloc_version=__version__,
     )
+    return visual_encoder, audio_encoder, mel, meta
+
+
+def extract_features(
+    dataset: str | os.PathLike,
+    out: str | os.PathLike,
+    visual: str = "small-visual",
+    audio: str = "small-audio",
+    visual_weights: str | None = None,
+    audio_weights: str | None = None,
+    fps: float = 4.0,
+    size: int | None = 256,
+    audio_window: float | None = None,
+    shard: tuple[int, int] = (0, 1),
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> ExtractResult:
+    """Encode every clip of the dataset at ``dataset`` (native or AVE) into the cache ``out``.
+
+    Clips already in ``out`` (or in its parts folder) are skipped. With ``shard=(i, n)``
+    this call encodes clips ``i, i + n, i + 2n, ...`` of the id-sorted list; whichever
+    shard finishes last merges everything into ``out``.
+    """
+    records = sorted(load_dataset(dataset).records, key=lambda r: r.id)
+    visual_encoder, audio_encoder, mel, meta = _prepare(visual, audio, visual_weights, audio_weights, fps, size,
+                                                        audio_window, batch_size, device)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     store = PartsStore(out, meta)
     done = store.finished_ids()
@@ -148,4 +183,113 @@ def encode_clip(
         visual=np.concatenate(visual_maps),  # (T, C, h, w)
         audio=np.concatenate(audio_maps),  # (T, C, m, n)
         times=np.asarray(times, dtype=np.float64),
+    )
+
+
+def extract_ave_features(
+    dataset: str | os.PathLike,
+    out: str | os.PathLike,
+    visual: str = "vgg19",
+    audio: str = "vggish-embed",
+    visual_weights: str | None = None,
+    audio_weights: str | None = None,
+    size: int | None = 224,
+    frames_per_second: int = AUTHORS_FRAMES_PER_SECOND,
+    shard: tuple[int, int] = (0, 1),
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> ExtractResult:
+    """Encode every clip of ``dataset`` (native or AVE) into the AVE authors' layout in the folder ``out``.
+
+    Row i is the dataset's i-th record (an AVE folder's ``Annotations.txt`` order) and holds
+    its first 10 s (a shorter clip is refused): per 1-s segment the visual map averaged over
+    ``frames_per_second`` frames (at ``s + (k + 0.5) / F``) and the audio encoder's output on
+    that second of audio. ``Annotations.txt`` (one line per record, :func:`record_sample`),
+    ``labels.h5`` and the order files are written with the features. Defaults are the
+    authors': VGG-19 + VGGish embedding at 224 px, 16 frames per second. Finished clips are
+    skipped (those in an earlier output with the same settings too); with ``shard=(i, n)``
+    this call encodes records ``i, i + n, ...`` and the last shard to finish writes ``out``.
+    """
+    if not (isinstance(frames_per_second, int) and frames_per_second >= 1):
+        raise AvlocError(f"--frames-per-second must be a whole number >= 1, got {frames_per_second!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise AvlocError(f"{out}: --format ave writes a folder, and this is a file")
+    if out.resolve() == Path(dataset).resolve():
+        raise AvlocError(f"{out}: is the dataset folder; choose another --out (its Annotations.txt and split "
+                         "files would be rewritten)")
+    records = list(load_dataset(dataset).records)
+    ids = [r.id for r in records]
+    visual_encoder, audio_encoder, mel, meta = _prepare(visual, audio, visual_weights, audio_weights, 1.0, size, 1.0,
+                                                        batch_size, device)
+    store = PartsStore(out / f"extract-{frames_per_second}-frames-per-second", meta)
+    old = _previous_ave_output(out, meta, frames_per_second)
+    done = store.finished_ids() | {i for i in ids if old is not None and i in old}
+    index, count = shard
+    mine = [r for r in records[index::count] if r.id not in done]
+    skipped = len(records[index::count]) - len(mine)
+    for record in tqdm(mine, desc=f"extract ave {index}/{count}", unit="clip", disable=not progress):
+        features = encode_seconds(record.video, visual_encoder, audio_encoder, mel, size, frames_per_second,
+                                  batch_size, device)
+        store.write(record.id, features)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused first clip leaves nothing behind
+    with store.locked():
+        old = _previous_ave_output(out, meta, frames_per_second)
+        parts = store.finished_ids()
+        remaining = [i for i in ids if i not in parts and not (old is not None and i in old)]
+        complete = old is not None and old.source_ids == tuple(ids) and all((out / f).is_file() for f in LAYOUT_FILES)
+        if not remaining and (store.has_parts() or not complete):
+            split = {name: np.array([row for row, r in enumerate(records) if r.split == name]) for name in SPLITS}
+            write_ave_folder(out, [record_sample(r) for r in records], ids, split,
+                             lambda clip_id: store._load(clip_id, old), meta, frames_per_second)
+            shutil.rmtree(store.dir, ignore_errors=True)
+    return ExtractResult(out, extracted=len(mine), skipped=skipped, remaining=len(remaining))
+
+
+def _previous_ave_output(out: Path, meta: CacheMeta, frames_per_second: int) -> AVEFeatures | None:
+    """The AVE features already in ``out``; refuses them when made with other settings."""
+    if not all((out / name).is_file() for name in (ANNOTATIONS, VISUAL_FILE, AUDIO_FILE)):
+        return None
+    old = AVEFeatures(out)
+    differences = meta.differences(old.meta) + (["frames_per_second"] if old.frames_per_second != frames_per_second
+                                                else [])
+    if differences:
+        raise AvlocError(f"{old.path}: was extracted with different settings ({', '.join(differences)}); "
+                         "choose another --out or delete it")
+    return old
+
+
+@torch.inference_mode()
+def encode_seconds(
+    video: str | os.PathLike,
+    visual_encoder: Encoder,
+    audio_encoder: Encoder,
+    mel: MelConfig,
+    size: int | None,
+    frames_per_second: int,
+    batch_size: int,
+    device: str | torch.device,
+) -> ClipFeatures:
+    """The AVE features of a video's first 10 s: ``visual (10, C, h, w)``, ``audio (10, C, m, n)``, ``times (10,)``.
+
+    Second s: the mean of the visual maps of the ``frames_per_second`` frames at
+    ``s + (k + 0.5) / F``; the audio encoder's output on the samples of ``[s, s + 1)``.
+    """
+    duration = probe(video).duration
+    if duration < SECONDS - 1e-3:
+        raise AvlocError(f"{video}: {duration:g} s long; an AVE row holds {SECONDS} one-second segments")
+    steps = iter_steps(video, fps=frames_per_second, size=size, sample_rate=mel.sample_rate, end=float(SECONDS))
+    maps = []
+    while batch := list(islice(steps, batch_size)):
+        frames = torch.stack([step.frame for step in batch]).to(device)  # (B, 3, H, W)
+        maps.append(visual_encoder(frames).float().cpu())
+    visual = torch.cat(maps).unflatten(0, (SECONDS, frames_per_second))  # (10*F, C, h, w) -> (10, F, C, h, w)
+    waveform = read_audio(video, mel.sample_rate, start=0.0, end=float(SECONDS))  # (10*sr,)
+    segments = waveform.reshape(SECONDS, -1).to(device)  # (10*sr,) -> (10, sr)
+    audio = audio_encoder(log_mel(segments, mel)).float().cpu()  # (10, 1, M, N) -> (10, C, m, n)
+    return ClipFeatures(
+        visual=visual.mean(dim=1).numpy(),  # (10, F, C, h, w) -> (10, C, h, w)
+        audio=audio.numpy(),
+        times=np.arange(SECONDS, dtype=np.float64) + 0.5,
     )

@@ -123,13 +123,15 @@ def localize_video(
         raise AvlocError(f"sheet_frames and batch_size must be >= 1, got {sheet_frames} and {batch_size}")
     localizer = Localizer(load_trained(model, device), device)
     fps = localizer.fps if fps is None else fps
+    steps = iter_steps(video, fps=fps, size=localizer.frame_size, sample_rate=localizer.mel.sample_rate,
+                       start=start, end=end)  # checks fps and the range now, before the first step
+    total = len(frame_times(start or 0.0, info.duration if end is None else end, fps))
+    if not total:
+        raise AvlocError(f"{video}: no steps at {fps:g} per second in the selected range")
     if fps != localizer.fps:
         log.warning("the model was trained at %g steps per second; running it at %g changes what its memory sees",
                     localizer.fps, fps)
     timer = StageTimer()
-    steps = iter_steps(video, fps=fps, size=localizer.frame_size, sample_rate=localizer.mel.sample_rate,
-                       start=start, end=end)
-    total = len(frame_times(start or 0.0, info.duration if end is None else end, fps))
     times, heatmaps, probabilities, latencies = [], [], [], []
     chunk = 1 if stream else batch_size
     with tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
@@ -156,8 +158,6 @@ def localize_video(
                 latencies.append(time.perf_counter() - ready)
             times.extend(step.time for step in batch)
             bar.update(len(batch))
-    if not times:
-        raise AvlocError(f"{video}: no steps at {fps:g} per second in the selected range")
     result = Localization(
         out=out, fps=fps, times=np.asarray(times), heatmaps=np.concatenate(heatmaps),
         probabilities=np.concatenate(probabilities),

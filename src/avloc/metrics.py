@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from matplotlib.path import Path as MplPath
 
 from avloc.localize import ArrayLike, box_masks, check_boxes, enclosing_box, scale_boxes
 from avloc.types import AvlocError
@@ -114,6 +115,56 @@ def consensus_map(
     for boxes in box_sets:
         total += gt_map(boxes, size, "union", from_size)
     return (total / 2).clamp(max=1.0)
+
+
+def polygon_map(
+    polygons: Sequence[Sequence[float]], size: Sequence[int], from_size: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Rasterise polygons (flat ``(x1, y1, x2, y2, ...)`` lists, e.g. COCO) into their union.
+
+    A pixel is inside when its centre ``(i + 0.5, j + 0.5)`` is, the rule the boxes follow.
+    ``from_size``: ``(H0, W0)`` of the grid the polygons are given in (they are rescaled).
+
+    Returns:
+        ``(H, W)`` float32 with values 0 and 1.
+    """
+    height, width = int(size[0]), int(size[1])
+    sy, sx = (1.0, 1.0) if from_size is None else (height / from_size[0], width / from_size[1])
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5  # (2, H, W) pixel centres
+    centres = np.stack([xs.ravel(), ys.ravel()], axis=1)  # (H*W, 2) x, y
+    inside = np.zeros(height * width, bool)
+    for polygon in polygons:
+        points = np.asarray(polygon, np.float64).reshape(-1, 2) * (sx, sy)  # (2P,) -> (P, 2) x, y
+        inside |= MplPath(points).contains_points(centres)
+    return torch.from_numpy(inside.reshape(height, width).astype(np.float32))  # (H*W,) -> (H, W)
+
+
+def annotation_map(
+    boxes: ArrayLike | Sequence,
+    size: Sequence[int],
+    convention: Literal["union", "enclosing", "consensus"] = "union",
+    from_size: Sequence[int] | None = None,
+    masks: Sequence[Sequence[Sequence[float]]] = (),
+) -> torch.Tensor:
+    """The ground-truth map of one annotated frame under ``convention``.
+
+    With ``masks`` (one list of polygons per box, AVATAR), every object is its polygons, or
+    its box where it has none, and the map is their union whatever the convention.
+    ``"consensus"`` is Flickr-SoundNet's map as LVS's evaluation builds it: every box added
+    separately, divided by 2 and clipped at 1.
+    """
+    if masks:
+        objects = check_boxes(boxes)
+        if len(masks) != len(objects):
+            raise AvlocError(f"annotation_map: {len(masks)} masks for {len(objects)} boxes")
+        total = torch.zeros(int(size[0]), int(size[1]))
+        for box, polygons in zip(objects, masks):
+            piece = polygon_map(polygons, size, from_size) if polygons else gt_map(box[None], size, "union", from_size)
+            total = torch.maximum(total, piece)
+        return total
+    if convention == "consensus":
+        return consensus_map([box[None] for box in check_boxes(boxes)], size, from_size)
+    return gt_map(boxes, size, convention, from_size)
 
 
 # ---------------------------------------------------------------------------------------

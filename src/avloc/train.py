@@ -8,6 +8,14 @@ as training, which needs no box annotations), never test.
 
 Files in ``out``: ``last.pt`` (every epoch, for ``--resume``), ``best.pt`` (lowest
 validation loss), ``log.csv`` and ``loss.png``.
+
+Distributed (``torchrun --nproc-per-node N -m avloc train ...``, see :mod:`avloc.distributed`):
+``batch_size`` is the global batch; each of the N processes trains on its share of every global
+batch of the same shuffle, gradients are averaged (weighted by share), validation is sharded
+and its sums are reduced, and rank 0 alone writes files. With the same seed the run sees the
+same samples and windows as one process; it matches one process to float rounding when the
+model has no BatchNorm (on CPU each process normalises only its share; see
+tests/test_distributed.py for the measured gap).
 """
 
 from __future__ import annotations
@@ -24,11 +32,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from avloc import __version__
+from avloc import __version__, distributed
 from avloc.atomic import atomic_path
 from avloc.checkpoint import load_checkpoint, save_checkpoint
-from avloc.data.cache import FeatureCache
-from avloc.data.manifest import NativeDataset, load_manifest
+from avloc.data.manifest import NativeDataset
+from avloc.data.sources import load_dataset, open_features
 from avloc.data.windows import FeatureWindows, VideoWindows
 from avloc.extract import mel_config_for
 from avloc.losses import SUPERVISIONS, training_loss
@@ -106,7 +114,7 @@ def _datasets(config: TrainConfig, dataset: NativeDataset) -> tuple[Dataset, Dat
     if not val_records:
         raise AvlocError(f"{dataset.root}: the val split is empty (checkpoints are selected on it)")
     if config.features is not None:
-        cache = FeatureCache(config.features)
+        cache = open_features(config.features)
         if (cache.meta.visual_encoder, cache.meta.audio_encoder) != (config.visual, config.audio):
             raise AvlocError(
                 f"{cache.path}: holds {cache.meta.visual_encoder} + {cache.meta.audio_encoder} features, "
@@ -136,91 +144,128 @@ def _to(batch: dict, device: torch.device) -> dict:
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     supervision: str, device: torch.device, progress: bool = True,
                     description: str = "train") -> tuple[float, int]:
-    """One pass over ``loader``; returns the mean loss and the number of optimiser steps."""
+    """One pass over ``loader``; returns the mean loss and the number of optimiser steps.
+
+    Under DDP ``model`` is the wrapped model and ``loader`` yields this process's share of each
+    global batch: its loss is weighted by the share, so that the averaged gradient and the
+    returned loss are those of the global batch's mean loss (the contrastive losses of
+    ``supervision="self"`` only see in-share negatives, so they stay per-share means).
+    """
     model.train()
+    core, world = distributed.unwrap(model), distributed.world_size()
     total, count = 0.0, 0
     for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=not progress):
         batch = _to(batch, device)
-        loss = training_loss(model, model(**_inputs(batch)), batch, supervision)
+        local = len(batch["label"])
+        share = local / distributed.all_reduce_sum([local])[0]  # this process's fraction of the global batch
+        loss = training_loss(core, model(**_inputs(batch)), batch, supervision)
         if not torch.isfinite(loss):
             raise AvlocError(f"the training loss became {loss.item()} (try a lower --lr)")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * (share * world)).backward()  # DDP divides the summed gradients by world
         optimizer.step()
-        total, count = total + loss.item(), count + 1
-    return total / max(count, 1), count
+        total, count = total + loss.item() * share, count + 1
+    return distributed.all_reduce_sum([total])[0] / max(count, 1), count
 
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: DataLoader, supervision: str, device: torch.device) -> dict:
-    """Mean loss and video-level accuracy over whole validation clips."""
-    model.eval()
-    losses, correct, total = [], 0, 0
+    """Mean loss (over batches) and video-level accuracy over whole validation clips.
+
+    Under DDP each process validates its shard of the batches and the sums are reduced, so
+    every process gets the single-process numbers.
+    """
+    model = distributed.unwrap(model).eval()
+    loss_sum, batches, correct, total = 0.0, 0, 0, 0
     for batch in loader:
         batch = _to(batch, device)
         output = model(**_inputs(batch))
-        losses.append(training_loss(model, output, batch, supervision).item())
+        loss_sum, batches = loss_sum + training_loss(model, output, batch, supervision).item(), batches + 1
         if output.video_logits is not None:
             correct += int((output.video_logits.argmax(-1) == batch["label"]).sum())
             total += len(batch["label"])
-    return {"loss": sum(losses) / len(losses), "accuracy": correct / total if total else float("nan")}
+    loss_sum, batches, correct, total = distributed.all_reduce_sum([loss_sum, batches, correct, total])
+    return {"loss": loss_sum / batches, "accuracy": correct / total if total else float("nan")}
 
 
 def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
-        device: str | torch.device = "cpu") -> Path:
-    """Train ``config``; returns the path of the best checkpoint."""
-    device = torch.device(device)
+        device: str | torch.device | None = None) -> Path:
+    """Train ``config``; returns the path of the best checkpoint.
+
+    Under ``torchrun`` (``WORLD_SIZE`` set) every process calls this; they join one process
+    group for the run (see the module docstring). ``device`` defaults to the process's device
+    (``cuda:LOCAL_RANK`` under NCCL, else the CPU).
+    """
+    with distributed.process_group():
+        world = distributed.world_size()
+        if config.batch_size % world:
+            raise AvlocError(f"--batch-size {config.batch_size} is the global batch and must divide by the "
+                             f"{world} processes")
+        device = torch.device(device) if device is not None else distributed.device()
+        return _fit(config, resume, progress and distributed.is_main(), device)
+
+
+def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device) -> Path:
     out = Path(config.out)
-    dataset = load_manifest(config.dataset)
+    dataset = load_dataset(config.dataset, require_videos=config.features is None)
     classes = list(dataset.classes)
     torch.manual_seed(config.seed)
     train_set, val_set = _datasets(config, dataset)
-    model = build_model(config, classes, with_encoders=config.features is None).to(device)
-    supported = getattr(model, "supervisions", ("video", "segment"))
+    core = build_model(config, classes, with_encoders=config.features is None).to(device)
+    supported = getattr(core, "supervisions", ("video", "segment"))
     if config.supervision not in supported:
         raise AvlocError(f"model {config.model!r} trains with --supervision {' or '.join(supported)}, "
                          f"not {config.supervision!r}")
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    model = distributed.wrap(core)
+    trainable = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     start_epoch, step, best = 0, 0, math.inf
-    if resume:
-        start_epoch, step, best = _resume(out / "last.pt", config, classes, model, optimizer)
+    if resume:  # every process loads last.pt
+        start_epoch, step, best = _resume(out / "last.pt", config, classes, core, optimizer)
     elif (out / "last.pt").exists():
         raise AvlocError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     generator = torch.Generator()
     contrastive = config.supervision == "self"  # in-batch negatives: no batch of one clip
-    train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=contrastive,
-                              num_workers=config.workers, generator=generator)
-    val_loader = DataLoader(val_set, batch_size=config.batch_size if contrastive else 1, num_workers=config.workers)
-    out.mkdir(parents=True, exist_ok=True)
-    history = _read_log(out / "log.csv") if resume else []
+    sampler = distributed.ShardedBatchSampler(len(train_set), config.batch_size, generator, drop_last=contrastive)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers, generator=generator)
+    val_batches = distributed.sequential_shard(len(val_set), config.batch_size if contrastive else 1)
+    val_loader = DataLoader(val_set, batch_sampler=val_batches, num_workers=config.workers)
+    writes = distributed.is_main()  # rank 0 alone writes files
+    # A kill between writing log.csv and last.pt leaves the log one epoch ahead: keep the checkpoint's epochs.
+    history = [row for row in _read_log(out / "log.csv") if row["epoch"] <= start_epoch] if resume else []
     features_meta = _features_meta(config)
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        generator.manual_seed(config.seed * 100_003 + epoch)  # the order of epoch e never depends on a resume
+        # The order and the windows of epoch e depend on neither a resume nor the number of processes.
+        epoch_seed = config.seed * 100_003 + epoch
+        generator.manual_seed(epoch_seed)
+        train_set.window_seed = epoch_seed
         train_loss, steps = train_one_epoch(model, train_loader, optimizer, config.supervision, device,
                                             progress, description=f"epoch {epoch + 1}/{config.epochs}")
         step += steps
-        val = validate(model, val_loader, config.supervision, device)
+        distributed.average_buffers(core)
+        val = validate(core, val_loader, config.supervision, device)
         history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss, "val_loss": val["loss"],
                         "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - started})
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f",
-                 epoch + 1, train_loss, val["loss"], val["accuracy"])
-        state = {"avloc_version": __version__, "config": asdict(config), "classes": classes,
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                 "step": step, "best": min(best, val["loss"]), "rng": torch.get_rng_state(),
-                 "features_meta": features_meta}
-        if val["loss"] < best:
-            best = val["loss"]
-            save_checkpoint(out / "best.pt", state)
-        save_checkpoint(out / "last.pt", state)
-        _write_log(out, history)
+        if writes:
+            log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f",
+                     epoch + 1, train_loss, val["loss"], val["accuracy"])
+            state = {"avloc_version": __version__, "config": asdict(config), "classes": classes,
+                     "model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                     "step": step, "best": min(best, val["loss"]), "rng": torch.get_rng_state(),
+                     "features_meta": features_meta}
+            if val["loss"] < best:
+                save_checkpoint(out / "best.pt", state)
+            _write_log(out, history)
+            save_checkpoint(out / "last.pt", state)
+        best = min(best, val["loss"])
+    distributed.barrier()  # every process returns once rank 0 has written the files
     return out / "best.pt"
 
 
 def _features_meta(config: TrainConfig) -> str:
     """The cache's extraction metadata (encoder weights ids included), or "" when trained on videos."""
-    return FeatureCache(config.features).meta.to_json() if config.features is not None else ""
+    return open_features(config.features).meta.to_json() if config.features is not None else ""
 
 
 def _resume(path: Path, config: TrainConfig, classes: list[str], model: nn.Module,
@@ -243,7 +288,8 @@ def _read_log(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as rows:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(rows)]
+        return [{k: int(v) if k in ("epoch", "step") else float(v) for k, v in row.items()}
+                for row in csv.DictReader(rows)]
 
 
 def _write_log(out: Path, history: list[dict]) -> None:

@@ -9,6 +9,7 @@ trombone and french horn merged into ``brass`` -> 13 classes (sorted), backgroun
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,9 @@ def read_instrument_csv(path: str | os.PathLike) -> list[InstrumentClip]:
         try:
             start_s, end_s = float(start), float(end)
         except ValueError:
-            raise AvlocError(f"{path}:{number}: start and end must be numbers, got {start!r}, {end!r}") from None
+            start_s = end_s = math.nan
+        if not (math.isfinite(start_s) and math.isfinite(end_s)):
+            raise AvlocError(f"{path}:{number}: start and end must be finite numbers, got {start!r}, {end!r}")
         if not 0 <= start_s < end_s:
             raise AvlocError(f"{path}:{number}: start {start_s:g} is not before end {end_s:g}")
         classes = tuple(sorted({instrument_class(name) for name in target.split(",") if name.strip()}))

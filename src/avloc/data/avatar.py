@@ -20,6 +20,8 @@ import numpy as np
 
 from avloc.types import AvlocError
 
+MAX_SIDE = 16384  # a larger original_width / original_height is damage (mask() rasterises at that size)
+
 
 @dataclass(frozen=True)
 class AvatarObject:
@@ -64,6 +66,8 @@ def _object(item: object, where: str) -> AvatarObject:
         polygons = tuple(np.asarray(p, np.float64).reshape(-1, 2) for p in item.get("segmentation") or [])
     except (TypeError, ValueError):
         raise AvlocError(f"{where}: bbox must be [x, y, w, h] and segmentation a list of [x1, y1, ...]") from None
+    if not (np.isfinite([x, y, w, h]).all() and all(np.isfinite(p).all() for p in polygons)):
+        raise AvlocError(f"{where}: bbox and segmentation must hold finite numbers")
     if w <= 0 or h <= 0:
         raise AvlocError(f"{where}: bbox {[x, y, w, h]} has a non-positive width or height")
     if any(len(p) < 3 for p in polygons):
@@ -83,10 +87,10 @@ def read_avatar_frame(path: str | os.PathLike) -> AvatarFrame:
         raise AvlocError(f"{path}: expected an object with original_width, original_height, annotations")
     try:
         width, height = int(document["original_width"]), int(document["original_height"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise AvlocError(f"{path}: original_width and original_height must be integers") from None
-    if width < 1 or height < 1:
-        raise AvlocError(f"{path}: frame size {width}x{height} is not positive")
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+        raise AvlocError(f"{path}: frame size {width}x{height} is not a video frame size (1 to {MAX_SIDE} pixels a side)")
     annotations = document.get("annotations") or []
     if not isinstance(annotations, list):
         raise AvlocError(f"{path}: annotations must be a list")

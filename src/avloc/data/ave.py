@@ -18,7 +18,9 @@ of the authors' files, reproduced exactly (tests compare with the shipped files)
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from avloc.data.manifest import BACKGROUND
 from avloc.types import AvlocError
 
 SECONDS = 10  # every AVE clip is 10 s long, labelled per second
+ANNOTATIONS = "Annotations.txt"
 FEATURE_KEY, ORDER_KEY = "avadataset", "order"
 SPLITS = ("train", "val", "test")
 
@@ -71,6 +74,16 @@ def read_annotations(path: str | os.PathLike) -> list[AVESample]:
     return samples
 
 
+def format_annotations(samples: list[AVESample]) -> str:
+    """The text of ``Annotations.txt`` holding ``samples`` (the inverse of :func:`read_annotations`)."""
+    return "".join(f"{s.category}&{s.video_id}&{s.quality}&{s.start}&{s.end}\n" for s in samples)
+
+
+def sample_id(row: int, sample: AVESample) -> str:
+    """avloc's id of the sample on row ``row`` (0-based): a two-event video gets two ids."""
+    return f"{row:04d}-{sample.video_id}"
+
+
 def ave_classes(samples: list[AVESample]) -> list[str]:
     """Categories in order of first appearance, then ``background`` (AVE: 28 + 1)."""
     return list(dict.fromkeys(s.category for s in samples)) + [BACKGROUND]
@@ -99,16 +112,27 @@ def segment_labels(samples: list[AVESample], classes: list[str]) -> np.ndarray:
     return inside * video_labels(samples, classes)[:, None, :] + (1 - inside) * background  # (N, 10, K)
 
 
-def read_h5(path: str | os.PathLike, key: str) -> np.ndarray:
-    """The dataset ``key`` of an AVE HDF5 file, with a one-line error for a missing file or key."""
+@contextlib.contextmanager
+def open_h5(path: str | os.PathLike, key: str) -> Iterator[h5py.Dataset]:
+    """The dataset ``key`` of an HDF5 file, open; a one-line error for a missing file or key."""
     path = Path(path)
     try:
-        with h5py.File(path, "r") as handle:
-            if key not in handle:
-                raise AvlocError(f"{path}: no dataset {key!r} (has {', '.join(handle.keys()) or 'nothing'})")
-            return handle[key][()]
+        handle = h5py.File(path, "r")
     except OSError as error:
         raise AvlocError(f"{path}: not a readable HDF5 file ({error})") from None
+    with handle:
+        if key not in handle:
+            raise AvlocError(f"{path}: no dataset {key!r} (has {', '.join(handle.keys()) or 'nothing'})")
+        yield handle[key]
+
+
+def read_h5(path: str | os.PathLike, key: str) -> np.ndarray:
+    """The dataset ``key`` of an AVE HDF5 file, with a one-line error for a missing file or key."""
+    with open_h5(path, key) as dataset:
+        try:
+            return dataset[()]
+        except OSError as error:
+            raise AvlocError(f"{path}: cannot read dataset {key!r} ({error})") from None
 
 
 def read_split(folder: str | os.PathLike, num_samples: int) -> dict[str, np.ndarray]:

@@ -1,36 +1,57 @@
 """``avloc datasets check``: recognise a dataset folder's layout, count it, list what is missing.
 
-Layouts: avloc's native format (``manifest.jsonl``) and AVE (``Annotations.txt`` with the
-``*_order.h5`` split files). Annotation-only folders are fine: missing videos are reported,
-the counts are still printed.
+Layouts, recognised in this order: avloc's native format (``manifest.jsonl``), AVE
+(``Annotations.txt`` with the ``*_order.h5`` split files), a VGG-SS JSON file, the STM
+authors' CVAT folders (``<id>/annotations.xml``, or their ``annotations/<subset>/`` tree),
+AudioSet-Instrument split CSVs, Flickr-SoundNet XML files and AVATAR frame JSONs
+(``<video id>/<frame>.json``). Annotation-only folders are fine: missing videos are
+reported, the counts are still printed. Files that a reader refuses are listed with the
+reason, and counted, instead of stopping the check.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from avloc.data import ave
+from avloc.data import audioset_instrument, ave, cvat
+from avloc.data.avatar import read_avatar_frame
+from avloc.data.ave_features import VISUAL_FILE, AVEFeatures
+from avloc.data.flickr import read_flickr_xml
 from avloc.data.manifest import load_manifest
+from avloc.data.media import find_media, find_videos
+from avloc.data.vggss import read_vggss
 from avloc.types import AvlocError
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 LISTED = 10  # missing files listed by name before "and N more"
 
 
 def check_dataset(folder: str | os.PathLike) -> list[str]:
-    """The report as lines of text. Raises AvlocError for an unknown layout or a broken file."""
+    """The report as lines of text. Raises AvlocError for an unknown layout or a broken single file."""
     folder = Path(folder)
+    if folder.is_file() and folder.suffix.lower() == ".json":
+        return _check_vggss(folder)
     if not folder.is_dir():
-        raise AvlocError(f"{folder}: not a folder")
+        raise AvlocError(f"{folder}: not a folder (or a VGG-SS .json file)")
     if (folder / "manifest.jsonl").is_file():
         return _check_native(folder)
     if (folder / "Annotations.txt").is_file():
         return _check_ave(folder)
-    raise AvlocError(f"{folder}: no manifest.jsonl (native) or Annotations.txt (AVE); layout not recognised")
+    cvat_files = sorted(folder.glob("*/annotations.xml")) or sorted(folder.glob("annotations/*/*/annotations.xml"))
+    if cvat_files:
+        return _check_cvat(folder, cvat_files)
+    if any((folder / f"{name}.csv").is_file() for name in ave.SPLITS):
+        return _check_instrument(folder)
+    if any(folder.glob("*.xml")):
+        return _check_flickr(folder)
+    if any(folder.glob("*/*.json")):
+        return _check_avatar(folder)
+    raise AvlocError(f"{folder}: layout not recognised (expected manifest.jsonl, Annotations.txt, <id>/annotations.xml, "
+                     "train/val/test.csv, *.xml or <video id>/<frame>.json)")
 
 
 def _counts(title: str, counter: Counter) -> list[str]:
@@ -57,11 +78,6 @@ def _check_native(folder: Path) -> list[str]:
     return lines
 
 
-def _find_videos(folder: Path) -> dict[str, Path]:
-    """Videos named by YouTube id anywhere below ``folder`` (AVE ships them in one folder)."""
-    return {p.stem: p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES}
-
-
 def _check_ave(folder: Path) -> list[str]:
     samples = ave.read_annotations(folder / "Annotations.txt")
     classes = ave.ave_classes(samples)
@@ -75,13 +91,96 @@ def _check_ave(folder: Path) -> list[str]:
         lines.append("samples per split: no *_order.h5 split files")
     lines += _counts("samples per class", Counter(s.category for s in samples))
     for name, expected in (("labels_closs.h5", ave.segment_mask(samples)),
-                           ("mil_labels.h5", ave.video_labels(samples, classes))):
+                           ("mil_labels.h5", ave.video_labels(samples, classes)),
+                           ("labels.h5", ave.segment_labels(samples, classes))):
         if (folder / name).is_file():
             same = np.array_equal(ave.read_h5(folder / name, ave.FEATURE_KEY), expected)
             lines.append(f"{name}: {'matches' if same else 'DIFFERS FROM'} the labels recomputed from Annotations.txt")
-    found = _find_videos(folder)
+    if (folder / VISUAL_FILE).is_file():
+        try:
+            lines.append(AVEFeatures(folder).describe())
+        except AvlocError as error:
+            lines.append(f"features: refused: {error}")
+    found = find_videos(folder)
     if not found:
         lines.append(f"videos: none found below {folder} (an annotation-only folder): {len(videos)} missing")
     else:
         lines += _missing("videos", sorted(videos - found.keys()))
     return lines
+
+
+def _read_all(paths: list[Path], reader: Callable) -> tuple[list, list[str]]:
+    """Every file read by ``reader``; the refused ones as their one-line reasons."""
+    good, broken = [], []
+    for path in paths:
+        try:
+            good.append(reader(path))
+        except AvlocError as error:
+            broken.append(str(error))
+    return good, broken
+
+
+def _broken(what: str, reasons: list[str]) -> list[str]:
+    if not reasons:
+        return [f"broken {what}: none"]
+    return [f"broken {what}: {len(reasons)}"] + [f"  {reason}" for reason in reasons]
+
+
+def _videos_missing(folder: Path, stems: list[str]) -> list[str]:
+    found = find_videos(folder)
+    if not found:
+        return [f"videos: none found below {folder} (an annotation-only folder): {len(set(stems))} missing"]
+    return _missing("videos", sorted(set(stems) - found.keys()))
+
+
+def _check_vggss(path: Path) -> list[str]:
+    entries = read_vggss(path)
+    lines = [f"{path}: VGG-SS layout, {len(entries)} annotated clips, {sum(len(e.boxes) for e in entries)} boxes"]
+    lines += _counts("clips per class", Counter(e.label for e in entries))
+    return lines + _videos_missing(path.parent, [e.file for e in entries])
+
+
+def _check_cvat(folder: Path, paths: list[Path]) -> list[str]:
+    annotations, broken = _read_all(paths, cvat.read_cvat)
+    subsets = Counter(p.parent.parent.name for p in paths)
+    lines = [f"{folder}: STM CVAT box annotations, {len(paths)} files"]
+    lines += _counts("files per subset", subsets)
+    lines.append(f"files with a track: {sum(a.has_track for a in annotations)}, without (no visible sounding "
+                 f"object): {sum(not a.has_track for a in annotations)}")
+    lines.append(f"frames: {sum(a.frame_count for a in annotations)}, "
+                 f"boxes: {sum(len(b) for a in annotations for b in a.boxes)}")
+    return lines + _broken("files", broken)
+
+
+def _check_instrument(folder: Path) -> list[str]:
+    rows = {name: audioset_instrument.read_instrument_csv(folder / f"{name}.csv")
+            for name in ave.SPLITS if (folder / f"{name}.csv").is_file()}
+    clips = [clip for split in rows.values() for clip in split]
+    lines = [f"{folder}: AudioSet-Instrument layout, {len(clips)} clips, "
+             f"{len(audioset_instrument.instrument_classes(clips))} classes (brass merged)"]
+    lines.append("clips per split: " + ", ".join(f"{name} {len(split)}" for name, split in rows.items()))
+    lines += _counts("clips per class", Counter(name for clip in clips for name in clip.classes))
+    lines.append(f"clips with several instruments: {sum(clip.multi for clip in clips)}")
+    return lines + _videos_missing(folder, [clip.video_id for clip in clips])
+
+
+def _check_flickr(folder: Path) -> list[str]:
+    paths = sorted(folder.glob("*.xml"))
+    annotations, broken = _read_all(paths, read_flickr_xml)
+    lines = [f"{folder}: Flickr-SoundNet layout, {len(paths)} annotation files, "
+             f"{sum(len(a.boxes) for a in annotations)} boxes"]
+    media = {stem for stem, kinds in find_media(folder).items() if {"video", "image"} & kinds.keys()}
+    lines += _missing("videos or images", sorted({a.id for a in annotations} - media))
+    return lines + _broken("files", broken)
+
+
+def _check_avatar(folder: Path) -> list[str]:
+    paths = sorted(folder.glob("*/*.json"))
+    frames, broken = _read_all(paths, read_avatar_frame)
+    lines = [f"{folder}: AVATAR layout, {len({p.parent.name for p in paths})} videos, {len(paths)} annotated frames"]
+    tasks = Counter(o.task or "unlabelled" for f in frames for o in f.objects)
+    tasks["no object (off-screen)"] = sum(not f.objects for f in frames)
+    lines += _counts("objects per task", tasks)
+    lines.append(f"objects with polygons: {sum(bool(o.polygons) for f in frames for o in f.objects)} of "
+                 f"{sum(len(f.objects) for f in frames)}")
+    return lines + _videos_missing(folder, [p.parent.name for p in paths]) + _broken("files", broken)

@@ -13,6 +13,7 @@ authors' single enclosing box.
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import numpy as np
 from avloc.types import AvlocError
 
 CLIP_SECONDS = 10.0
+MAX_FRAMES = 100_000  # an hour at 25 fps; a larger meta/task/size is damage (it sizes a list per frame)
 CONVENTIONS = ("union", "enclosing")
 
 
@@ -60,9 +62,12 @@ def _number(path: Path, element: ET.Element | None, what: str) -> float:
     if element is None or element.text is None:
         raise AvlocError(f"{path}: no {what}")
     try:
-        return float(element.text)
+        value = float(element.text)
     except ValueError:
-        raise AvlocError(f"{path}: {what} is not a number ({element.text!r})") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise AvlocError(f"{path}: {what} is not a finite number ({element.text!r})")
+    return value
 
 
 def read_cvat(path: str | os.PathLike, seconds: float = CLIP_SECONDS) -> CvatAnnotation:
@@ -78,8 +83,9 @@ def read_cvat(path: str | os.PathLike, seconds: float = CLIP_SECONDS) -> CvatAnn
     count = int(_number(path, task.find("size"), "meta/task/size"))
     width = int(_number(path, task.find("original_size/width"), "original_size/width"))
     height = int(_number(path, task.find("original_size/height"), "original_size/height"))
-    if count < 1 or width < 1 or height < 1:
-        raise AvlocError(f"{path}: frame count and size must be positive, got {count} frames, {width}x{height}")
+    if not (1 <= count <= MAX_FRAMES and width >= 1 and height >= 1):
+        raise AvlocError(f"{path}: need 1 to {MAX_FRAMES} frames and a positive size, got {count} frames, "
+                         f"{width}x{height}")
     frames: list[list[list[float]]] = [[] for _ in range(count)]
     for box in root.iter("box"):
         try:
@@ -91,6 +97,8 @@ def read_cvat(path: str | os.PathLike, seconds: float = CLIP_SECONDS) -> CvatAnn
             raise AvlocError(f"{path}: box on frame {frame}, outside the task's {count} frames")
         if box.get("outside") == "1":
             continue
+        if not all(math.isfinite(v) for v in xyxy):
+            raise AvlocError(f"{path}: frame {frame}: box {xyxy} has a coordinate that is not a finite number")
         if not (xyxy[0] < xyxy[2] and xyxy[1] < xyxy[3]):
             raise AvlocError(f"{path}: frame {frame}: box {xyxy} has x2 <= x1 or y2 <= y1")
         frames[frame].append(xyxy)

@@ -6,11 +6,17 @@ One JSON object per line::
      "label": str,                                         # video-level event class
      "segments": [{"start": s, "end": s, "label": str}],   # optional; "background" = no event
      "frames": [{"t": s, "boxes": [[x1, y1, x2, y2], ...], # optional; pixels of the original
-                 "scenario": "single" | "mixed" | "multi-entity" | "off-screen"}],
+                 "scenario": "single" | "mixed" | "multi-entity" | "off-screen",
+                 "masks": [[[x1, y1, x2, y2, x3, y3, ...], ...], ...],  # optional, one per box
+                 "ground_truth": "union" | "enclosing" | "consensus"}], # optional
      "tags": [str]}                                        # optional, e.g. "cross-event"
 
 Boxes are xyxy in pixel coordinates of the original video; an empty list means no visible
-sounding object. The class list is the sorted set of every label in the manifest (video and
+sounding object. ``masks`` (AVATAR) gives each box's object as polygons (flat x, y lists in
+the same pixels; an empty list: that object has its box only); where polygons exist, the
+ground-truth map is built from them. ``ground_truth`` names the dataset's own rule for
+turning the boxes into a map (``consensus``: Flickr-SoundNet's sum of the boxes / 2, clipped
+at 1); ``avloc eval --gt auto`` (the default) follows it, union otherwise. The class list is the sorted set of every label in the manifest (video and
 segment labels) with ``background`` appended last, so that its index is always ``len - 1``
 (AVE's convention: background after the events).
 
@@ -19,12 +25,16 @@ Loading validates every line and raises :class:`ManifestError` with ``file:line:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable
+import reprlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from avloc.atomic import atomic_path
 from avloc.types import AvlocError
@@ -32,6 +42,7 @@ from avloc.types import AvlocError
 MANIFEST_NAME = "manifest.jsonl"
 SPLITS = ("train", "val", "test")
 SCENARIOS = ("single", "mixed", "multi-entity", "off-screen")
+GROUND_TRUTHS = ("union", "enclosing", "consensus")
 BACKGROUND = "background"
 
 
@@ -50,11 +61,17 @@ class Segment:
 
 @dataclass(frozen=True)
 class FrameAnnotation:
-    """Ground truth of one frame: its time, its sounding-object boxes and its scenario."""
+    """Ground truth of one frame: its time, its sounding-object boxes and its scenario.
+
+    ``masks[i]`` holds the polygons of box ``i``'s object (flat ``(x1, y1, x2, y2, ...)``), or
+    is empty; ``masks`` is empty when the dataset has no polygons at all.
+    """
 
     t: float
     boxes: tuple[tuple[float, float, float, float], ...]
     scenario: str | None = None
+    masks: tuple[tuple[tuple[float, ...], ...], ...] = ()
+    ground_truth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +97,7 @@ class ClipRecord:
         if self.segments:
             line["segments"] = [{"start": s.start, "end": s.end, "label": s.label} for s in self.segments]
         if self.frames:
-            line["frames"] = [
-                {"t": f.t, "boxes": [list(b) for b in f.boxes], "scenario": f.scenario} for f in self.frames
-            ]
+            line["frames"] = [_frame_json(f) for f in self.frames]
         if self.tags:
             line["tags"] = list(self.tags)
         return line
@@ -106,6 +121,21 @@ class ClipRecord:
         if best is None or abs(best.t - t) > tolerance:
             return None
         return best
+
+    def annotated_steps(self, times: Sequence[float], tolerance: float) -> list[tuple[int, FrameAnnotation]]:
+        """The steps (indices into ``times``) that are scored, each with its annotated frame.
+
+        A step and an annotated frame are paired when each is the other's nearest (ties: the
+        earlier step) and they lie within ``tolerance`` seconds: every annotated frame is
+        scored once, even when it falls halfway between two steps.
+        """
+        steps = np.asarray(times, dtype=np.float64)  # (T,)
+        pairs = []
+        for step, t in enumerate(steps):
+            annotation = self.annotation_at(float(t), tolerance)
+            if annotation is not None and int(np.argmin(np.abs(steps - annotation.t))) == step:
+                pairs.append((step, annotation))
+        return pairs
 
 
 @dataclass(frozen=True)
@@ -155,8 +185,12 @@ def load_manifest(root: str | os.PathLike, require_videos: bool = True) -> Nativ
         raise ManifestError(f"{path}: no such manifest (a native dataset is a folder with {MANIFEST_NAME})")
     records: list[ClipRecord] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as lines:
-        for number, text in enumerate(lines, start=1):
+    with open(path, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ManifestError(f"{path}:{number}: not UTF-8 text (byte {error.start + 1})") from None
             if not text.strip():
                 continue
             try:
@@ -182,11 +216,22 @@ def write_manifest(root: str | os.PathLike, records: Iterable[ClipRecord]) -> Pa
     return path
 
 
+def _frame_json(frame: FrameAnnotation) -> dict:
+    line: dict = {"t": frame.t, "boxes": [list(b) for b in frame.boxes], "scenario": frame.scenario}
+    if frame.masks:
+        line["masks"] = [[list(polygon) for polygon in polygons] for polygons in frame.masks]
+    if frame.ground_truth is not None:
+        line["ground_truth"] = frame.ground_truth
+    return line
+
+
 def _parse_line(text: str, root: Path, require_videos: bool) -> ClipRecord:
     try:
         line = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
+    except (RecursionError, ValueError):  # nesting or an integer literal beyond the parser's limits
+        raise ValueError("not valid JSON (nested too deeply or a number too long)") from None
     if not isinstance(line, dict):
         raise ValueError("expected a JSON object")
     clip_id = _string(line, "id")
@@ -221,10 +266,12 @@ def _list(line: dict, key: str) -> list:
 
 
 def _video_path(relative: str, root: Path, require_videos: bool) -> Path:
+    # The path is checked as written (lexically): a symbolic link inside the folder, e.g. one
+    # made by `avloc datasets convert`, may point anywhere, but the manifest cannot name ".."
     if Path(relative).is_absolute():
         raise ValueError(f"video path {relative!r} must be relative to the dataset folder")
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
+    path = Path(os.path.normpath(root / relative))
+    if not path.is_relative_to(root) or path == root:
         raise ValueError(f"video path {relative!r} escapes the dataset folder")
     if require_videos and not path.is_file():
         raise ValueError(f"video file {relative!r} does not exist")
@@ -232,9 +279,13 @@ def _video_path(relative: str, root: Path, require_videos: bool) -> Path:
 
 
 def _number(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    number = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an integer literal beyond the float range
+            number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {reprlib.repr(value)}")
+    return number
 
 
 def _segment(raw, index: int) -> Segment:
@@ -259,7 +310,29 @@ def _frame(raw, index: int) -> FrameAnnotation:
     scenario = raw.get("scenario")
     if scenario is not None and scenario not in SCENARIOS:
         raise ValueError(f"frame {index} has unknown scenario {scenario!r} (expected one of {', '.join(SCENARIOS)})")
-    return FrameAnnotation(t, tuple(_box(b, index) for b in boxes), scenario)
+    ground_truth = raw.get("ground_truth")
+    if ground_truth is not None and ground_truth not in GROUND_TRUTHS:
+        raise ValueError(f"frame {index} has unknown ground_truth {ground_truth!r} "
+                         f"(expected one of {', '.join(GROUND_TRUTHS)})")
+    parsed = tuple(_box(b, index) for b in boxes)
+    return FrameAnnotation(t, parsed, scenario, _masks(raw.get("masks", []), len(parsed), index), ground_truth)
+
+
+def _masks(raw, num_boxes: int, frame_index: int) -> tuple[tuple[tuple[float, ...], ...], ...]:
+    """One list of polygons per box (or none at all); each polygon has at least 3 points."""
+    if not isinstance(raw, list) or (raw and len(raw) != num_boxes):
+        raise ValueError(f"frame {frame_index} masks must be a list with one entry per box ({num_boxes})")
+    masks = []
+    for polygons in raw:
+        if not isinstance(polygons, list):
+            raise ValueError(f"frame {frame_index} masks must hold lists of polygons")
+        parsed = []
+        for polygon in polygons:
+            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+                raise ValueError(f"frame {frame_index} has a bad polygon (expected [x1, y1, x2, y2, x3, y3, ...])")
+            parsed.append(tuple(_number(v, f"frame {frame_index} polygon coordinate") for v in polygon))
+        masks.append(tuple(parsed))
+    return tuple(masks)
 
 
 def _box(raw, frame_index: int) -> tuple[float, float, float, float]:

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import multiprocessing
 import os
 import re
@@ -73,6 +72,9 @@ SPLIT_SHARES = (0.7, 0.15)  # train, val; the rest is test
 QUIET = 0.15  # multi-entity: loudness of the sounding instance while its envelope is off
 LEVEL = 0.1  # RMS of a source at gain 1
 NOISE_RMS = 0.002  # faint noise floor over the whole clip
+MIN_SIZE, MAX_SIZE = 32, 2048  # frame side in pixels
+MIN_SECONDS, MAX_SECONDS = 0.5, 3600.0  # clip length
+MAX_CLIP_BYTES = 2**31  # a clip's frames, rendered in memory before they are encoded
 
 
 def render_video(plan: ClipPlan) -> np.ndarray:
@@ -145,11 +147,15 @@ def _check_arguments(clips, seed, size, seconds, workers) -> None:
         raise AvlocError(f"--clips must be a whole number of at least 1, got {clips!r}")
     if not is_int(seed) or seed < 0:
         raise AvlocError(f"--seed must be a non-negative whole number, got {seed!r}")
-    if not is_int(size) or size < 32 or size % 2:
-        raise AvlocError(f"--size must be an even number of pixels, at least 32, got {size!r}")
+    if not is_int(size) or not MIN_SIZE <= size <= MAX_SIZE or size % 2:
+        raise AvlocError(f"--size must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {size!r}")
     number = isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
-    if not number or not math.isfinite(seconds) or seconds < 0.5:
-        raise AvlocError(f"--seconds must be at least 0.5, got {seconds!r}")
+    if not number or not MIN_SECONDS <= seconds <= MAX_SECONDS:  # NaN fails both comparisons
+        raise AvlocError(f"--seconds must be from {MIN_SECONDS:g} to {MAX_SECONDS:g}, got {seconds!r}")
+    held = seconds * FPS * size * size * 3  # bytes: a clip's frames are rendered in memory
+    if held > MAX_CLIP_BYTES:
+        raise AvlocError(f"a {seconds:g}-s clip at {size} px holds {held / 2**30:.1f} GiB of frames in memory "
+                         f"(at most {MAX_CLIP_BYTES / 2**30:g}): lower --seconds or --size")
     if workers is not None and (not is_int(workers) or workers < 1):
         raise AvlocError(f"workers must be at least 1, got {workers!r}")
 
@@ -179,8 +185,8 @@ def generate_dataset(out: str | os.PathLike, clips: int, seed: int, size: int = 
             videos of a run with the same parameters, e.g. an interrupted one, are kept).
         clips: number of clips (at least 1; any 5 consecutive clips hold every recipe).
         seed: dataset seed (non-negative); the same seed gives the same dataset.
-        size: frame side in pixels (even, at least 32).
-        seconds: clip length in seconds (at least 0.5).
+        size: frame side in pixels (even, 32 to 2048).
+        seconds: clip length in seconds (0.5 to 3600; a clip's frames must fit in 2 GiB).
         workers: processes (default ``os.cpu_count()``); the output does not depend on it.
         progress: show a progress bar.
 

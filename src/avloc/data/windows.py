@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -39,10 +40,17 @@ def _targets(record: ClipRecord, classes: Sequence[str], times: torch.Tensor) ->
     }
 
 
-def _window_start(num_steps: int, steps: int | None, random_window: bool) -> int:
+def _window_start(num_steps: int, steps: int | None, random_window: bool, seed: int | None, index: int) -> int:
+    """First step of sample ``index``'s window: from ``(seed, index)`` alone, or from torch's RNG when seed is None.
+
+    A seeded start does not depend on which process (DDP rank, DataLoader worker) draws it, nor
+    on a resume.
+    """
     if steps is None or not random_window:
         return 0
-    return int(torch.randint(0, num_steps - steps + 1, ()).item())
+    if seed is None:
+        return int(torch.randint(0, num_steps - steps + 1, ()).item())
+    return int(np.random.default_rng((seed % 2**64, index)).integers(0, num_steps - steps + 1))
 
 
 class FeatureWindows(Dataset):
@@ -54,6 +62,11 @@ class FeatureWindows(Dataset):
         classes: the class list (labels are indices into it).
         steps: window length in steps; None serves whole clips.
         random_window: draw the window start at random (training) or take the first window.
+
+    Attributes:
+        window_seed: None draws random window starts from torch's global RNG; an int makes
+            sample i's window a function of ``(window_seed, i)`` (the training loop sets it
+            every epoch).
     """
 
     def __init__(
@@ -68,6 +81,7 @@ class FeatureWindows(Dataset):
         if missing:
             raise AvlocError(f"{cache.path}: no features for {len(missing)} clips, e.g. {missing[0]!r}")
         self.cache, self.classes, self.steps, self.random_window = cache, list(classes), steps, random_window
+        self.window_seed: int | None = None
         self.records = [r for r in records if steps is None or cache.num_steps(r.id) >= steps]
         if len(self.records) < len(records):
             log.warning("skipping %d clips shorter than %d steps", len(records) - len(self.records), steps)
@@ -77,7 +91,7 @@ class FeatureWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
-        start = _window_start(self.cache.num_steps(record.id), self.steps, self.random_window)
+        start = _window_start(self.cache.num_steps(record.id), self.steps, self.random_window, self.window_seed, index)
         features = self.cache.read(record.id, start, self.steps)
         sample = _targets(record, self.classes, torch.from_numpy(features.times))
         sample["visual"] = torch.from_numpy(features.visual)
@@ -89,7 +103,7 @@ class VideoWindows(Dataset):
     """Windows of decoded frames and log-mel spectrograms, straight from the videos.
 
     Args:
-        records, classes, steps, random_window: as for :class:`FeatureWindows`.
+        records, classes, steps, random_window: as for :class:`FeatureWindows` (``window_seed`` too).
         fps: steps per second.
         size: frame size in pixels (square resize), or None for the original size.
         mel: log-mel settings (sample rate included).
@@ -109,6 +123,7 @@ class VideoWindows(Dataset):
     ):
         self.records, self.classes, self.steps, self.random_window = list(records), list(classes), steps, random_window
         self.fps, self.size, self.mel, self.audio_window = fps, size, mel, audio_window
+        self.window_seed: int | None = None
         self._durations: dict[str, float] = {}
 
     def __len__(self) -> int:
@@ -124,7 +139,7 @@ class VideoWindows(Dataset):
         num_steps = self._num_steps(record)
         if self.steps is not None and num_steps < self.steps:
             raise AvlocError(f"{record.video}: {num_steps} steps, shorter than a window of {self.steps}")
-        first = _window_start(num_steps, self.steps, self.random_window)
+        first = _window_start(num_steps, self.steps, self.random_window, self.window_seed, index)
         # Window starts fall on the step grid of the whole clip, so times match the cache's.
         start = first / self.fps
         end = None if self.steps is None else (first + self.steps) / self.fps

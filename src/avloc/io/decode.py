@@ -34,6 +34,14 @@ Conventions (every other module relies on them):
   stream are zero; a file without an audio stream gives all-zero segments (``probe``
   reports ``has_audio=False``; callers decide whether to refuse such files).
 
+- **Damaged files.** Every failure is a one-line :class:`AvlocError` naming the file: a
+  stream whose codec header is unreadable, frames larger than ``MAX_SIDE`` pixels a side,
+  audio holding NaN or infinite samples, an audio stream without a single sample, and a
+  file cut short: in MP4 / MOV, whose index gives every stream's exact length, a stream
+  that stops decoding more than half a frame before its indexed end (video: checked when
+  decoding from the start, where decoded frames can also be counted against the index, so
+  that edit lists and a long last frame of variable-rate video are not mistaken for it).
+
 Memory stays bounded for any length: video and audio are decoded by two generators on two
 independent ``av.open`` handles and zipped by time; the audio side keeps only the samples
 not yet consumed. For ``start > 0`` both seek (video to the keyframe at or before the first
@@ -62,6 +70,11 @@ from avloc.types import AVClip, AvlocError, VideoInfo
 _AUDIO_PREROLL = 0.2
 # Slack when comparing float times (start/end given as decimals, frame times as Fractions).
 _EPS = 1e-6
+# Largest frame side decoded or resized to (8K UHD is 7680 x 4320): beyond it, one float frame
+# alone would take gigabytes, and such sizes in a header are damage, not video.
+MAX_SIDE = 8192
+# Containers whose index gives each stream's exact length (the MP4 / MOV sample tables).
+_INDEXED_FORMATS = {"mov", "mp4"}
 
 Size = int | tuple[int, int] | None
 
@@ -271,6 +284,8 @@ def _plan(
     start, end = _check_range(path, info, fps, start, end)
     out_size = _check_size(path, size)
     _check_sample_rate(path, sample_rate)
+    if audio_window is None and round(sample_rate / fps) < 1:
+        raise AvlocError(f"{path}: at {fps:g} steps per second a step holds no audio sample at {sample_rate} Hz")
     window = 1.0 / fps if audio_window is None else audio_window
     if not (_is_number(window) and math.isfinite(window) and round(window * sample_rate) > 0):
         raise AvlocError(f"{path}: audio_window must be a positive number of seconds, got {audio_window!r}")
@@ -315,6 +330,9 @@ def _probe(path: Path) -> tuple[VideoInfo, float]:
             raise AvlocError(f"{path}: no video stream")
         video = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
+        for stream in (video, audio):
+            if stream is not None and stream.codec_context is None:
+                raise AvlocError(f"{path}: the {stream.type} stream's codec header is damaged or unknown")
         streams = [video] if audio is None else [video, audio]
         container_start = (container.start_time or 0) / av.time_base
         origin = float(video.start_time * video.time_base) if video.start_time is not None else container_start
@@ -326,6 +344,8 @@ def _probe(path: Path) -> tuple[VideoInfo, float]:
         width, height = video.codec_context.width, video.codec_context.height
         if not width or not height:
             raise AvlocError(f"{path}: the video stream has no frame size")
+        if max(width, height) > MAX_SIDE:
+            raise AvlocError(f"{path}: frames of {width}x{height} pixels are beyond the {MAX_SIDE}-pixel limit")
         info = VideoInfo(
             path=path,
             duration=max(ends),
@@ -370,6 +390,8 @@ def _check_size(path: Path, size: Size) -> tuple[int, int] | None:
         size = (size, size)
     if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
         raise AvlocError(f"{path}: size must be a positive int, an (H, W) tuple or None, got {size!r}")
+    if max(size) > MAX_SIDE:
+        raise AvlocError(f"{path}: size {size} is beyond the {MAX_SIDE}-pixel limit")
     return size
 
 
@@ -430,15 +452,29 @@ def _decode_video(path: Path, origin: float, seek_to: float | None) -> Iterator[
         try:
             if seek_to is not None:
                 container.seek(round((seek_to + origin) / stream.time_base), stream=stream, backward=True)
-            time = None
+            time, count = None, 0
             for frame in container.decode(stream):
                 if frame.pts is not None:
                     time = float(frame.pts * frame.time_base) - origin
                 else:  # rare: continue from the previous timestamp at the average rate
                     time = 0.0 if time is None else time + 1.0 / rate
+                count += 1
                 yield time, frame
         except av.error.FFmpegError as error:
             raise AvlocError(f"{path}: cannot decode the video stream ({_reason(error)})") from None
+        if seek_to is None and time is not None and count < (stream.frames or 0):
+            _check_complete(path, container, stream, origin, time + 1.0 / rate, slack=0.5 / rate)
+
+
+def _check_complete(path: Path, container: av.container.InputContainer, stream: av.stream.Stream, origin: float,
+                    reached: float, slack: float) -> None:
+    """Refuse a stream that decoded up to ``reached`` s only, when the file's index says it lasts longer."""
+    if not stream.duration or not _INDEXED_FORMATS & set(container.format.name.split(",")):
+        return
+    indexed = float(((stream.start_time or 0) + stream.duration) * stream.time_base) - origin
+    if reached < indexed - slack:
+        raise AvlocError(f"{path}: the {stream.type} stream ends at {reached:.3f} s, but the file's index says "
+                         f"{indexed:.3f} s: the file is cut short")
 
 
 def _to_tensor(frame: av.VideoFrame, size: tuple[int, int] | None) -> torch.Tensor:
@@ -467,6 +503,8 @@ def _audio_chunks(path: Path, origin: float, sample_rate: int, seek_to: float,
             for frame in _flush_after(decoded):
                 for out in resampler.resample(frame):
                     samples = out.to_ndarray().astype(np.float32)  # (C, n)
+                    if not np.isfinite(samples).all():
+                        raise AvlocError(f"{path}: the audio stream holds NaN or infinite samples")
                     if layout is None:
                         samples = samples.mean(axis=0)  # (C, n) -> (n,)
                     if out.pts is not None:
@@ -477,6 +515,12 @@ def _audio_chunks(path: Path, origin: float, sample_rate: int, seek_to: float,
                     yield first, samples
         except av.error.FFmpegError as error:
             raise AvlocError(f"{path}: cannot decode the audio stream ({_reason(error)})") from None
+        if position is None and seek_to == 0:
+            raise AvlocError(f"{path}: the audio stream holds no samples")
+        if position is not None:
+            frame_size = stream.codec_context.frame_size or 1024
+            _check_complete(path, container, stream, origin, position / sample_rate,
+                            slack=0.5 * frame_size / (stream.codec_context.sample_rate or sample_rate))
 
 
 def _flush_after(frames: Iterator[av.AudioFrame]) -> Iterator[av.AudioFrame | None]:

@@ -1,0 +1,379 @@
+"""``avloc datasets convert``: the field's dataset layouts -> avloc's native format.
+
+Every converter reads a layout's annotation files (with the readers of :mod:`avloc.data`),
+finds each clip's video by name below ``videos``, places it in ``OUT/videos/`` (a symbolic
+link by default, or a hard link or a copy) and writes ``OUT/manifest.jsonl`` atomically.
+Boxes become original video pixels (the videos are probed for their size), so that
+``avloc train`` / ``avloc eval`` read every dataset the same way. Clips whose video is
+missing are left out and listed in the result; a conversion with no video at all fails.
+
+Layouts and where the annotated frame lies in time:
+
+- ``ave``: ``Annotations.txt`` + ``*_order.h5`` (official split, segments per second);
+  ``--boxes`` a folder of the STM authors' CVAT files (``<youtube id>/annotations.xml``):
+  every CVAT frame ``n`` at ``n * 10 / size`` s, boxes rescaled from the CVAT task's size.
+- ``audioset-instrument``: the STM authors' split CSVs (``train/val/test.csv`` that exist),
+  video label = the first of the row's instruments (brass merged), ``multi-source`` tag on
+  rows with several; ``--boxes`` as for AVE.
+- ``vggss``: the VGG-SS JSON; one annotated frame at ``--frame-time`` (default the middle of
+  the video, where the LVS test frames are taken); all clips in the test split.
+- ``flickr``: a folder of Flickr-SoundNet XML files; the media of ``<id>`` is a video, or an
+  image + an audio file that are joined into a still video; the frame at ``--frame-time``
+  (default the middle) with ``ground_truth: consensus``; label ``unlabelled`` (the test set
+  has no classes).
+- ``avatar``: ``<video id>/<frame>.json`` files; ``<frame>`` is a frame index of the video
+  (time = index / frame rate) or, with a decimal point, a time in seconds; scenarios from
+  ``task``; a frame without annotations is ``off-screen`` (nothing sounding on screen);
+  polygons kept as masks; video label = the most frequent category.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from avloc.atomic import atomic_path
+from avloc.data import audioset_instrument, cvat
+from avloc.data.flickr import read_flickr_xml
+from avloc.data.manifest import ClipRecord, FrameAnnotation, write_manifest
+from avloc.data.media import find_media
+from avloc.data.vggss import read_vggss
+from avloc.io.decode import VideoInfo, probe
+from avloc.types import AvlocError
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("ave", "audioset-instrument", "vggss", "flickr", "avatar")
+LINK_MODES = ("symlink", "hardlink", "copy")
+AVATAR_SCENARIOS = {"single-sound": "single", "single": "single", "mixed-sound": "mixed", "mixed": "mixed",
+                    "multi-entity": "multi-entity", "off-screen": "off-screen", "offscreen": "off-screen"}
+UNLABELLED = "unlabelled"
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion wrote: the manifest, its clips and annotated frames, the clips left out."""
+
+    manifest: Path
+    clips: int
+    annotated_frames: int
+    missing: tuple[str, ...]  # clip ids whose video was not found
+
+
+@dataclass(frozen=True)
+class _Clip:
+    """A clip before its video is placed: the annotations, with frames in original pixels."""
+
+    id: str
+    media: str  # the file stem to look for below --videos
+    split: str
+    label: str
+    segments: tuple = ()
+    frames: tuple[FrameAnnotation, ...] = ()
+    tags: tuple[str, ...] = ()
+    frame_keys: tuple[int | float, ...] = ()  # AVATAR: each frame's file stem (index or seconds)
+
+
+class _Media:
+    """Media files below a folder by stem and kind, found once; VGGSound's padding tolerated."""
+
+    def __init__(self, folder: Path):
+        self.files = find_media(folder)
+
+    def get(self, stem: str, kind: str) -> Path | None:
+        found = self.files.get(stem) or self.files.get(_padded(stem)) or {}
+        return found.get(kind)
+
+
+def _padded(stem: str) -> str:
+    """VGGSound names ``<youtube id>_<start>``: the start zero-padded to 6 digits, as the files are."""
+    head, _, tail = stem.rpartition("_")
+    return f"{head}_{int(tail):06d}" if head and tail.isdigit() else stem
+
+
+def convert_dataset(layout: str, source: str | os.PathLike, out: str | os.PathLike,
+                    videos: str | os.PathLike | None = None, boxes: str | os.PathLike | None = None,
+                    link: str = "symlink", split: str = "test", frame_time: float | None = None,
+                    progress: bool = True) -> ConvertResult:
+    """Convert ``source`` (a ``layout`` annotation file or folder) into a native dataset at ``out``.
+
+    Args:
+        layout: one of :data:`LAYOUTS`.
+        source: the annotation file (VGG-SS JSON) or folder of the layout.
+        out: the native dataset folder to write (created; its manifest is replaced).
+        videos: the folder holding the videos (default: ``source``'s folder).
+        boxes: the STM authors' CVAT folder (``ave``, ``audioset-instrument``), optional.
+        link: how videos enter ``out/videos``: ``symlink``, ``hardlink`` or ``copy``.
+        split: the split of layouts without one (``vggss``, ``flickr``, ``avatar``).
+        frame_time: seconds of the annotated frame (``vggss``, ``flickr``); None = the middle.
+    """
+    if layout not in LAYOUTS:
+        raise AvlocError(f"unknown layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if link not in LINK_MODES:
+        raise AvlocError(f"unknown --link {link!r}; expected one of {', '.join(LINK_MODES)}")
+    source = Path(source)
+    if not source.exists():
+        raise AvlocError(f"{source}: no such file or folder")
+    media_root = Path(videos) if videos is not None else (source if source.is_dir() else source.parent)
+    if not media_root.is_dir():
+        raise AvlocError(f"{media_root}: no such videos folder")
+    out = Path(out)
+    try:
+        (out / "videos").mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file where the folder must go
+        raise AvlocError(f"{out}: cannot make the dataset folder ({error.strerror}: {error.filename})") from None
+    media = _Media(media_root)
+    readers = {"ave": _ave_clips, "audioset-instrument": _instrument_clips, "vggss": _vggss_clips,
+               "flickr": _flickr_clips, "avatar": _avatar_clips}
+    clips = readers[layout](source, split)
+    box_folder = Path(boxes) if boxes is not None else None
+    if box_folder is not None and not box_folder.is_dir():
+        raise AvlocError(f"{box_folder}: no such folder of CVAT annotations")
+    records, missing = [], []
+    for clip in tqdm(clips, desc=f"convert {layout}", unit="clip", disable=not progress):
+        video = _place(clip, media, out, link, layout)
+        if video is None:
+            missing.append(clip.id)
+            continue
+        info = probe(video)
+        frames = _frames(clip, info, layout, box_folder, frame_time)
+        records.append(ClipRecord(id=clip.id, video=video.absolute(), split=clip.split, label=clip.label,
+                                  segments=clip.segments, frames=frames, tags=clip.tags))
+    if not records:
+        raise AvlocError(f"{media_root}: none of the {len(clips)} clips' videos was found (looked for files named "
+                         "by the clip's id; pass --videos FOLDER)")
+    manifest = write_manifest(out, records)
+    return ConvertResult(manifest, len(records), sum(len(r.frames) for r in records), tuple(missing))
+
+
+# ---------------------------------------------------------------------------------------
+# Videos
+
+
+def _place(clip: _Clip, media: _Media, out: Path, link: str, layout: str) -> Path | None:
+    """``out/videos/<file>`` for the clip's media (a still video for Flickr's image + audio)."""
+    video = media.get(clip.media, "video")
+    if video is not None:
+        target = out / "videos" / video.name
+        _link(video, target, link)
+        return target
+    image, audio = media.get(clip.media, "image"), media.get(clip.media, "audio")
+    if layout != "flickr" or image is None or audio is None:
+        return None
+    target = out / "videos" / f"{clip.media}.mp4"
+    if not target.is_file():
+        write_still_video(image, audio, target)
+    return target
+
+
+def _link(source: Path, target: Path, mode: str) -> None:
+    if target.is_symlink() or target.exists():
+        if target.resolve() == source.resolve():
+            return
+        target.unlink()
+    if mode == "symlink":
+        target.symlink_to(source.resolve())
+    elif mode == "hardlink":
+        os.link(source, target)
+    else:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+
+
+def write_still_video(image: Path, audio: Path, out: Path, fps: float = 4.0) -> None:
+    """An MP4 showing ``image`` for the whole length of ``audio`` (both decoded with PyAV)."""
+    from avloc.io.write import VideoWriter
+
+    picture = _read_image(image)
+    height, width = picture.shape[0] // 2 * 2, picture.shape[1] // 2 * 2  # H.264 4:2:0: even sizes
+    rate, samples = _read_audio_file(audio)
+    seconds = samples.shape[1] / rate
+    if seconds <= 0:
+        raise AvlocError(f"{audio}: no audio samples")
+    with VideoWriter(out, fps, width, height, sample_rate=rate, channels=samples.shape[0]) as writer:
+        for _ in range(max(1, round(seconds * fps))):
+            writer.write_frame(picture[:height, :width])
+        writer.write_audio(samples)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or min(image.shape[:2]) < 2:
+        raise AvlocError(f"{path}: not a readable image of at least 2 x 2 pixels")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _read_audio_file(path: Path) -> tuple[int, np.ndarray]:
+    """``(sample_rate, (C, S) float32)`` of an audio file, C = 1 or 2."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise AvlocError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            layout = "stereo" if (stream.codec_context.channels or 1) >= 2 else "mono"
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=stream.codec_context.sample_rate)
+            blocks = [out.to_ndarray() for frame in container.decode(stream) for out in resampler.resample(frame)]
+            blocks += [out.to_ndarray() for out in resampler.resample(None)]
+            rate = stream.codec_context.sample_rate
+    except av.FFmpegError as error:
+        raise AvlocError(f"{path}: not a readable audio file ({error.strerror or error})") from None
+    if not blocks:
+        raise AvlocError(f"{path}: no audio samples")
+    samples = np.concatenate(blocks, axis=1).astype(np.float32)  # (C, S)
+    if not np.isfinite(samples).all():
+        raise AvlocError(f"{path}: the audio holds NaN or infinite samples")
+    return rate, samples
+
+
+# ---------------------------------------------------------------------------------------
+# Frames
+
+
+def _frames(clip: _Clip, info: VideoInfo, layout: str, box_folder: Path | None,
+            frame_time: float | None) -> tuple[FrameAnnotation, ...]:
+    """The clip's annotated frames in pixels of its video."""
+    if layout in ("ave", "audioset-instrument"):
+        return _cvat_frames(clip, info, box_folder)
+    if layout in ("vggss", "flickr"):
+        t = info.duration / 2 if frame_time is None else frame_time
+        if not 0 <= t < info.duration:
+            raise AvlocError(f"{info.path}: --frame-time {t:g} s is outside the video ({info.duration:g} s)")
+        (frame,) = clip.frames  # normalised [0, 1] boxes, placed at t in the video's pixels
+        scale = np.array([info.width, info.height, info.width, info.height])
+        boxes, _ = _clipped(np.asarray(frame.boxes).reshape(-1, 4) * scale, info)  # (N, 4)
+        return (FrameAnnotation(t, boxes, frame.scenario, ground_truth=frame.ground_truth),)
+    return _avatar_frames(clip, info)
+
+
+def _clipped(boxes: np.ndarray, info: VideoInfo) -> tuple[tuple[tuple[float, ...], ...], np.ndarray]:
+    """``(N, 4)`` boxes clipped to the frame, without those left empty; and which were kept."""
+    limits = [info.width, info.height, info.width, info.height]
+    clipped = np.clip(np.asarray(boxes, np.float64).reshape(-1, 4), 0, limits)  # (N, 4)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return tuple(tuple(float(v) for v in box) for box in clipped[keep]), keep
+
+
+def _cvat_frames(clip: _Clip, info: VideoInfo, box_folder: Path | None) -> tuple[FrameAnnotation, ...]:
+    if box_folder is None:
+        return ()
+    path = box_folder / clip.media / "annotations.xml"
+    if not path.is_file():
+        return ()
+    annotation = cvat.read_cvat(path)
+    sx, sy = info.width / annotation.width, info.height / annotation.height
+    scale = np.array([sx, sy, sx, sy])
+    return tuple(
+        FrameAnnotation(n * annotation.seconds / annotation.frame_count, _clipped(boxes * scale, info)[0])
+        for n, boxes in enumerate(annotation.boxes)
+    )
+
+
+def _avatar_frames(clip: _Clip, info: VideoInfo) -> tuple[FrameAnnotation, ...]:
+    if not info.frame_rate and any(isinstance(key, int) for key in clip.frame_keys):
+        raise AvlocError(f"{info.path}: no frame rate to place the frame indices of the annotations in time")
+    frames = []
+    for key, frame in zip(clip.frame_keys, clip.frames):
+        t = key if isinstance(key, float) else key / info.frame_rate
+        boxes, keep = _clipped(np.asarray(frame.boxes).reshape(-1, 4), info)
+        masks = tuple(m for m, kept in zip(frame.masks, keep) if kept) if frame.masks else ()
+        frames.append(FrameAnnotation(float(t), boxes, frame.scenario, masks))
+    return tuple(sorted(frames, key=lambda f: f.t))
+
+
+# ---------------------------------------------------------------------------------------
+# Layouts -> clips
+
+
+def _ave_clips(source: Path, split: str) -> list[_Clip]:
+    from avloc.data.sources import load_dataset
+
+    dataset = load_dataset(source, require_videos=False)
+    return [_Clip(r.id, r.video.stem, r.split, r.label, r.segments) for r in dataset.records
+            if not r.id.startswith("noisy-")]
+
+
+def _instrument_clips(source: Path, split: str) -> list[_Clip]:
+    if not source.is_dir():
+        raise AvlocError(f"{source}: expected the folder holding train.csv / val.csv / test.csv")
+    clips = []
+    for name in ("train", "val", "test"):
+        path = source / f"{name}.csv"
+        if path.is_file():
+            for row in audioset_instrument.read_instrument_csv(path):
+                tags = ("multi-source",) if row.multi else ()
+                clips.append(_Clip(row.video_id, row.video_id, name, row.classes[0], tags=tags))
+    if not clips:
+        raise AvlocError(f"{source}: no train.csv, val.csv or test.csv")
+    return clips
+
+
+def _vggss_clips(source: Path, split: str) -> list[_Clip]:
+    return [_Clip(entry.file, entry.file, split, entry.label,
+                  frames=(FrameAnnotation(0.0, tuple(tuple(b) for b in entry.boxes)),))
+            for entry in read_vggss(source)]
+
+
+def _flickr_clips(source: Path, split: str) -> list[_Clip]:
+    files = sorted(source.glob("*.xml")) if source.is_dir() else []
+    if not files:
+        raise AvlocError(f"{source}: no Flickr-SoundNet .xml annotation files")
+    clips = []
+    for path in files:
+        annotation = read_flickr_xml(path)
+        normalised = annotation.boxes_in(1, 1)  # (N, 4) in [0, 1]
+        frame = FrameAnnotation(0.0, tuple(tuple(b) for b in normalised), ground_truth="consensus")
+        clips.append(_Clip(annotation.id, annotation.id, split, UNLABELLED, frames=(frame,)))
+    return clips
+
+
+def _avatar_clips(source: Path, split: str) -> list[_Clip]:
+    from avloc.data.avatar import read_avatar_frame
+
+    folders = sorted(p for p in source.iterdir() if p.is_dir()) if source.is_dir() else []
+    clips = []
+    for folder in folders:
+        frames, keys, categories = [], [], Counter()
+        for path in sorted(folder.glob("*.json")):
+            annotated = read_avatar_frame(path)
+            categories.update(o.category for o in annotated.objects if o.category)
+            masks = ()
+            if any(o.polygons for o in annotated.objects):
+                masks = tuple(tuple(tuple(float(v) for v in p.reshape(-1)) for p in o.polygons)  # (P, 2) -> (2P,)
+                              for o in annotated.objects)
+            keys.append(_frame_key(path))
+            frames.append(FrameAnnotation(0.0, tuple(o.box for o in annotated.objects),
+                                          _avatar_scenario(annotated, path), masks))
+        if frames:
+            label = categories.most_common(1)[0][0] if categories else UNLABELLED
+            clips.append(_Clip(folder.name, folder.name, split, label, frames=tuple(frames), frame_keys=tuple(keys)))
+    if not clips:
+        raise AvlocError(f"{source}: no <video id>/<frame>.json files (AVATAR layout)")
+    return clips
+
+
+def _frame_key(path: Path) -> int | float:
+    """A frame file's stem: a frame index (int) or, with a decimal point, seconds (float)."""
+    try:
+        return float(path.stem) if "." in path.stem else int(path.stem)
+    except ValueError:
+        raise AvlocError(f"{path}: the file name must be a frame index or a time in seconds") from None
+
+
+def _avatar_scenario(frame, path: Path) -> str:
+    tasks = {o.task.strip().lower() for o in frame.objects if o.task}
+    if not frame.objects:
+        return "off-screen"
+    if len(tasks) != 1 or next(iter(tasks)) not in AVATAR_SCENARIOS:
+        raise AvlocError(f"{path}: expected one task of {', '.join(sorted(AVATAR_SCENARIOS))} per frame, "
+                         f"got {sorted(tasks) or 'none'}")
+    return AVATAR_SCENARIOS[next(iter(tasks))]
