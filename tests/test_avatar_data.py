@@ -43,6 +43,11 @@ def test_a_frame_without_annotations_has_nothing_on_screen(tmp_path):
     ({"original_width": 4, "original_height": 4, "annotations": [{"segmentation": []}]}, "needs a bbox"),
     ({"original_width": 4, "original_height": 4,
       "annotations": [{"bbox": [0, 0, 1, 1], "segmentation": [[0, 0, 1, 1]]}]}, "at least 3 points"),
+    ({"original_width": float("inf"), "original_height": 4}, "must be integers"),
+    ({"original_width": 10**9, "original_height": 4}, "not a video frame size"),
+    ({"original_width": 4, "original_height": 4, "annotations": [{"bbox": [0, 0, float("nan"), 2]}]}, "finite"),
+    ({"original_width": 4, "original_height": 4,
+      "annotations": [{"bbox": [0, 0, 1, 1], "segmentation": [[0, 0, 1, 1, 0, float("inf")]]}]}, "finite"),
 ])
 def test_malformed_frames_are_refused(tmp_path, document, reason):
     with pytest.raises(AvlocError, match=reason):

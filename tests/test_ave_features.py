@@ -33,8 +33,8 @@ LINES = [
 SPLIT = {"train": [3, 0, 2], "val": [4], "test": [5, 1]}  # unsorted, as the authors' files
 N, M, K = len(LINES), 3, 5  # rows, weak negatives, classes (4 + background)
 def _authors_flags(folder):
-    """Train on the authors' features: their encoders' names and one step per second."""
-    return ["--features", str(folder), "--visual", "vgg19", "--audio", "vggish-embed", "--fps", "1"]
+    """Train on the authors' features: encoders and fps come from the features (vgg19, vggish-embed, 1)."""
+    return ["--features", str(folder)]
 
 
 SMALL = {"visual": "small-visual", "audio": "small-audio", "size": 64, "frames_per_second": 2, "progress": False}
@@ -196,7 +196,7 @@ def test_cli_trains_avdln_on_the_authors_features_and_scores_cross_modal(ave_fol
 
 
 def test_cli_train_on_authors_features_names_what_differs(ave_folder, tmp_path, capsys):
-    assert main(["train", str(ave_folder), "--model", "ave", "--features", str(ave_folder), "--fps", "1",
+    assert main(["train", str(ave_folder), "--model", "ave", "--features", str(ave_folder), "--visual", "resnet18",
                  "--out", str(tmp_path / "r"), "-q"]) == 2
     assert "holds vgg19 + vggish-embed features" in capsys.readouterr().err
 

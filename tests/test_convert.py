@@ -167,6 +167,12 @@ def test_ave_official_split_segments_and_stm_boxes(tmp_path):
     annotation = read_cvat(STM / "annotations/AVE" / samples[test_row].video_id / "annotations.xml")
     assert len(test.frames) == annotation.frame_count
     assert any(f.boxes for f in test.frames)
+    # Every 4-fps step of the 10-s test video is scored against its nearest CVAT frame.
+    report = tmp_path / "centre.json"
+    assert main(["eval", "baseline:centre", str(tmp_path / "native"), "--out", str(report), "-q"]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    with_boxes = sum(bool(test.annotation_at((k + 0.5) / 4, 0.125).boxes) for k in range(40))
+    assert rows["all"]["n_frames"] == 40 and rows["all"]["n_gt"] == with_boxes
 
 
 def test_convert_refuses_unknown_layouts_and_no_videos(tmp_path, capsys):

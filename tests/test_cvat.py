@@ -56,3 +56,17 @@ def test_several_boxes_outside_boxes_and_broken_files(tmp_path):
         path.write_text(broken)
         with pytest.raises(AvlocError, match=reason):
             read_cvat(path)
+
+
+@pytest.mark.parametrize(("size", "box", "reason"), [
+    ("nan", 'xtl="1" ytl="1" xbr="9" ybr="9"', "meta/task/size is not a finite number"),
+    ("inf", 'xtl="1" ytl="1" xbr="9" ybr="9"', "meta/task/size is not a finite number"),
+    ("1e12", 'xtl="1" ytl="1" xbr="9" ybr="9"', "need 1 to 100000 frames"),  # would size a list per frame
+    ("2", 'xtl="1" ytl="1" xbr="inf" ybr="9"', "not a finite number"),
+])
+def test_non_finite_and_absurd_numbers_are_refused(tmp_path, size, box, reason):
+    path = tmp_path / "annotations.xml"
+    path.write_text(f"<annotations><meta><task><size>{size}</size><original_size><width>32</width><height>32</height>"
+                    f'</original_size></task></meta><track><box frame="0" {box}/></track></annotations>')
+    with pytest.raises(AvlocError, match=reason):
+        read_cvat(path)

@@ -299,3 +299,25 @@ def test_bad_input_is_one_line_naming_the_file(video, tmp_path, name, kwargs, pr
     if not kwargs:
         with pytest.raises(AvlocError, match=problem):
             probe(path)
+
+
+def test_damaged_files_are_refused_with_the_reason(tmp_path):
+    from hostile_files import avi, tone_faststart, video_with_audio
+
+    cases = [(tone_faststart()[:7000], "the video stream ends at 0.625 s, but the file's index says 1.000 s"),
+             (tone_faststart()[:4000], "cut short"),
+             (video_with_audio(float("nan")), "NaN or infinite samples"),
+             (video_with_audio(0.0, samples=0), "the audio stream holds no samples"),
+             (avi(16000, 16000)(), "frames of 16000x16000 pixels are beyond the 8192-pixel limit")]
+    for index, (data, reason) in enumerate(cases):
+        path = tmp_path / f"{index}.mp4"
+        path.write_bytes(data)
+        with pytest.raises(AvlocError, match=reason):
+            read_clip(path, fps=4, size=32)
+    complete = tmp_path / "complete.mp4"
+    complete.write_bytes(tone_faststart())
+    assert len(read_clip(complete, fps=4, size=32).times) == 4  # the same file whole: no complaint
+    with pytest.raises(AvlocError, match="beyond the 8192-pixel limit"):
+        read_clip(complete, size=9000)
+    with pytest.raises(AvlocError, match="holds no audio sample"):
+        read_clip(complete, fps=1e9)

@@ -137,3 +137,30 @@ def test_the_default_model_is_built_in_small_and_streams(tmp_path):
                 np.sin(np.linspace(0, 400, 16000)).astype(np.float32) * 0.3, 16000)
     result = localize_video(video, tmp_path / "out", progress=False)
     assert result.heatmaps.shape == (4, 16, 16) and np.isfinite(result.heatmaps).all()
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (("config", "fps", 0.0), "fps must be a finite number > 0, got 0.0"),
+    (("config", "size", 10**6), "frame size 1000000"),
+    (("config", "visual", "nope"), "names the encoders 'nope'"),
+    (("config", "model_options", {"variant": "none", "channels": -8}), "does not build a stm model"),
+    (("config", "model_options", {"variant": "none", "bogus": 1}), "unexpected keyword argument 'bogus'"),
+    (("classes", 5), "classes must be a non-empty list"),
+    (("features_meta", "{"), "feature metadata is broken"),
+])
+def test_load_trained_refuses_a_broken_checkpoint_naming_it(tmp_path, edit, reason):
+    from hostile_files import checkpoint, nan_weights, setter
+
+    for name, content in (("edited.pt", checkpoint(setter(*edit))()), ("nan.pt", checkpoint(nan_weights)())):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(AvlocError) as error:
+            load_trained(tmp_path / name)
+        assert str(error.value).startswith(f"{tmp_path / name}: ")
+        assert (reason if name == "edited.pt" else "NaN or infinite") in str(error.value)
+
+
+def test_demo_refuses_a_bad_model_before_writing_anything(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(AvlocError, match="not a readable checkpoint"):
+        run_demo(tmp_path / "demo", seed=0, model=str(tmp_path / "bad.pt"), progress=False)
+    assert not (tmp_path / "demo").exists()

@@ -118,3 +118,16 @@ def test_masks_and_ground_truth_round_trip_and_links_inside_the_folder_are_follo
     record = ClipRecord(id="a", video=root / "videos" / "a.mp4", split="test", label="dog", frames=(frame,))
     write_manifest(root, [record])
     assert load_manifest(root).records == (record,)
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b"\xf8\xff garbage\n", ":1: not UTF-8 text"),
+    (b"[" * 100_000 + b"]" * 100_000 + b"\n", ":1: not valid JSON .nested too deeply"),
+    (b'{"id": "a", "video": "v.mp4", "split": "test", "label": "x", "frames": [{"t": 1' + b"0" * 400 + b"}]}\n",
+     ":1: frame 0 t must be a finite number"),  # an integer beyond the float range
+], ids=["binary", "deep-nesting", "huge-integer"])
+def test_undecodable_lines_are_one_line_errors(tmp_path, line, reason):
+    (tmp_path / "manifest.jsonl").write_bytes(line)
+    with pytest.raises(ManifestError, match=reason) as error:
+        load_manifest(tmp_path, require_videos=False)
+    assert "\n" not in str(error.value) and len(str(error.value)) < 300

@@ -249,6 +249,10 @@ def test_rerun_keeps_finished_videos_and_drops_stale_ones(tmp_path):
     ({"seconds": 0}, "--seconds"),
     ({"seconds": -2.0}, "--seconds"),
     ({"seed": -1}, "--seed"),
+    ({"size": 100_000}, "--size"),
+    ({"seconds": float("nan")}, "--seconds"),
+    ({"seconds": 1e9}, "--seconds"),
+    ({"size": 2048, "seconds": 600.0}, "GiB of frames"),
 ])
 def test_bad_arguments_fail_with_one_line(tmp_path, kwargs, message):
     arguments = {"clips": 2, "seed": 0, "size": 32, "seconds": 1.0, **kwargs}

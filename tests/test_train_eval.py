@@ -171,3 +171,9 @@ def test_models_refuse_what_they_cannot_train_with(bench, tmp_path, capsys):
     assert main(["train", str(dataset), "--model", "ave", "--option", "fusion", "--features", str(features),
                  "--out", str(tmp_path / "c"), "-q"]) == 2
     assert "--option expects KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [0, -8, 100_000, 2.5])
+def test_protocol_refuses_absurd_map_sizes(size):
+    with pytest.raises(AvlocError, match="map size"):
+        Protocol(size=size)

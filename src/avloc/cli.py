@@ -108,9 +108,9 @@ def _train(args: argparse.Namespace) -> int:
     name = f"{args.model}-{args.variant}" if args.model == "stm" else args.model
     config = TrainConfig(
         dataset=args.dataset, out=args.out or f"runs/{name}-seed{args.seed}", model=args.model,
-        model_options=options, features=args.features, visual=args.visual, audio=args.audio,
+        model_options=options, features=args.features, **_training_inputs(args),
         visual_weights=weights.get("visual"), audio_weights=weights.get("audio"), finetune=args.finetune,
-        fps=args.fps, size=args.size, steps=args.steps, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+        steps=args.steps, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
         supervision=args.supervision, seed=args.seed, workers=args.workers,
     )
     best = fit(config, resume=args.resume, progress=not args.quiet)
@@ -213,14 +213,31 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_encoder_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--visual", default="small-visual", help="visual encoder (see `avloc encoders`)")
-    parser.add_argument("--audio", default="small-audio", help="audio encoder (see `avloc encoders`)")
+def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: str) -> None:
+    """--visual, --audio, --weights, --fps, --size; left None when absent (``defaults`` says what then)."""
+    parser.add_argument("--visual", default=None, help=f"visual encoder (see `avloc encoders`; default: {defaults})")
+    parser.add_argument("--audio", default=None, help=f"audio encoder (see `avloc encoders`; default: {defaults})")
     parser.add_argument("--weights", action="append", default=[], metavar="MODALITY=SOURCE",
                         help="pretrained weights: visual=IMAGENET1K_V1, audio=audioset, or visual=/path/file.pth "
                         "(repeatable; default: random init from a fixed seed)")
-    parser.add_argument("--fps", type=float, default=4.0, help="steps per second (default 4)")
-    parser.add_argument("--size", type=int, default=256, help="frame size in pixels (default 256)")
+    parser.add_argument("--fps", type=float, default=None, help=f"steps per second (default: {defaults})")
+    parser.add_argument("--size", type=int, default=None, help=f"frame size in pixels (default: {defaults})")
+
+
+def _training_inputs(args: argparse.Namespace) -> dict:
+    """Encoders, fps and size of a run: as given, else the feature source's, else small-* at 4 fps, 256 px."""
+    given = {"visual": args.visual, "audio": args.audio, "fps": args.fps, "size": args.size}
+    if args.features is not None:
+        from avloc.data.sources import open_features
+
+        meta = open_features(args.features).meta
+        found = {"visual": meta.visual_encoder, "audio": meta.audio_encoder, "fps": meta.fps, "size": meta.size}
+    else:
+        found = {"visual": "small-visual", "audio": "small-audio", "fps": 4.0, "size": 256}
+    resolved = {key: found[key] if value is None else value for key, value in given.items()}
+    if resolved["size"] is None:  # a cache of frames at their original size records None
+        resolved["size"] = 256
+    return resolved
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,8 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "--audio vggish-embed --size 224 and 16 frames per second (the authors'). "
                              "Resumable: finished clips are skipped.")
     extract.add_argument("dataset", help="dataset folder (manifest.jsonl, or AVE Annotations.txt + *_order.h5)")
-    _add_encoder_flags(extract)
-    extract.set_defaults(visual=None, audio=None, fps=None, size=None)  # they depend on --format
+    _add_encoder_flags(extract, "by --format, see above")
     extract.add_argument("--format", default="avloc", choices=["avloc", "ave"],
                          help="avloc: feature cache FILE.h5 (default); ave: the AVE authors' folder layout")
     extract.add_argument("--frames-per-second", type=int, default=None,
@@ -286,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="a model option (repeatable), e.g. --option fusion=dmrn; see the model's docstring")
     train.add_argument("--features", default=None, help="feature cache from `avloc extract` (default: encode videos)")
-    _add_encoder_flags(train)
+    _add_encoder_flags(train, "the --features source's, else small-visual, small-audio, 4 fps, 256 px")
     train.add_argument("--finetune", action="store_true", help="train the encoders too (without --features)")
     train.add_argument("--steps", type=int, default=4, help="steps per training window (default 4 = 1 s)")
     train.add_argument("--batch-size", type=int, default=32,

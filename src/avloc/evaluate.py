@@ -43,7 +43,7 @@ from avloc.inference import load_trained
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.localize import boxes_from_map, normalize, upsample
 from avloc.metrics import ClassificationMeter, LocalizationMeter, annotation_map
-from avloc.types import AvlocError
+from avloc.types import AvlocError, FeatureShapeError
 
 MAX_MAP_SIZE = 4096  # maps are upsampled to size x size floats, one frame at a time
 SCENARIO_ROWS = ("single", "mixed", "multi-entity", "off-screen", "cross-event", "all")
@@ -138,8 +138,12 @@ class _Predictor:
             steps = iter_steps(record.video, fps=self.config.fps, size=self.config.size,
                                sample_rate=self.mel.sample_rate)
             clip = encode_clip(steps, visual, audio, self.mel, 16, self.device)
-        output = self.model(visual=torch.from_numpy(clip.visual)[None].to(self.device),
-                            audio=torch.from_numpy(clip.audio)[None].to(self.device))
+        try:
+            output = self.model(visual=torch.from_numpy(clip.visual)[None].to(self.device),
+                                audio=torch.from_numpy(clip.audio)[None].to(self.device))
+        except FeatureShapeError as error:  # a cache whose arrays do not fit its own metadata
+            source = self.cache.path if self.cache is not None else record.video
+            raise AvlocError(f"{source}: clip {record.id!r}: {error}") from None
         logits = output.logits[0].cpu() if output.logits is not None else None
         return output.heatmap[0].cpu(), logits, clip.times
 
@@ -181,7 +185,13 @@ def evaluate(
             frames.append(AnnotatedMap(heatmaps[step], annotation, (original.height, original.width),
                                        row or annotation.scenario or "unlabelled"))
         if logits is not None:
-            targets = [predictor.classes.index(record.label_at(float(t))) for t in times]
+            labels = [record.label_at(float(t)) for t in times]
+            unknown = sorted(set(labels) - set(predictor.classes))
+            if unknown:
+                raise AvlocError(f"{dataset}: clip {record.id!r} is labelled {', '.join(unknown)}, a class the model "
+                                 f"was not trained on (it knows {len(predictor.classes)}: "
+                                 f"{', '.join(predictor.classes[:5])}{', ...' if len(predictor.classes) > 5 else ''})")
+            targets = [predictor.classes.index(label) for label in labels]
             segments.update(logits.argmax(-1).numpy(), np.asarray(targets))
     if not frames and not segments.total:
         raise AvlocError(f"{dataset}: no annotated frames in the {split} split (manifest 'frames') and no class "

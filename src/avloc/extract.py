@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from avloc import __version__
+from avloc.atomic import make_folder
 from avloc.audio import MelConfig, log_mel
 from avloc.data.ave import ANNOTATIONS, SECONDS, SPLITS
 from avloc.data.ave_features import (
@@ -47,7 +48,7 @@ from avloc.data.cache import CacheMeta, ClipFeatures, PartsStore
 from avloc.data.sources import load_dataset
 from avloc.io.decode import AVStep, iter_steps, probe, read_audio
 from avloc.models.encoders import Encoder, create_encoder
-from avloc.types import AvlocError
+from avloc.types import AvlocError, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,14 @@ def _prepare(visual: str, audio: str, visual_weights: str | None, audio_weights:
     return visual_encoder, audio_encoder, mel, meta
 
 
+def probe_with_audio(video: Path) -> VideoInfo:
+    """The video's headers; refused in one line when it has no soundtrack to encode."""
+    info = probe(video)
+    if not info.has_audio:
+        raise AvlocError(f"{video}: no audio stream (every step's sound is encoded)")
+    return info
+
+
 def extract_features(
     dataset: str | os.PathLike,
     out: str | os.PathLike,
@@ -139,13 +148,14 @@ def extract_features(
     records = sorted(load_dataset(dataset).records, key=lambda r: r.id)
     visual_encoder, audio_encoder, mel, meta = _prepare(visual, audio, visual_weights, audio_weights, fps, size,
                                                         audio_window, batch_size, device)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    make_folder(Path(out).parent)
     store = PartsStore(out, meta)
     done = store.finished_ids()
     index, count = shard
     mine = [r for r in records[index::count] if r.id not in done]
     skipped = len(records[index::count]) - len(mine)
     for record in tqdm(mine, desc=f"extract {index}/{count}", unit="clip", disable=not progress):
+        probe_with_audio(record.video)
         steps = iter_steps(
             record.video, fps=fps, size=size, sample_rate=mel.sample_rate, audio_window=meta.audio_window
         )
@@ -233,7 +243,7 @@ def extract_ave_features(
         features = encode_seconds(record.video, visual_encoder, audio_encoder, mel, size, frames_per_second,
                                   batch_size, device)
         store.write(record.id, features)
-    out.mkdir(parents=True, exist_ok=True)  # only now: a refused first clip leaves nothing behind
+    make_folder(out)  # only now: a refused first clip leaves nothing behind
     with store.locked():
         old = _previous_ave_output(out, meta, frames_per_second)
         parts = store.finished_ids()
@@ -276,7 +286,7 @@ def encode_seconds(
     Second s: the mean of the visual maps of the ``frames_per_second`` frames at
     ``s + (k + 0.5) / F``; the audio encoder's output on the samples of ``[s, s + 1)``.
     """
-    duration = probe(video).duration
+    duration = probe_with_audio(video).duration
     if duration < SECONDS - 1e-3:
         raise AvlocError(f"{video}: {duration:g} s long; an AVE row holds {SECONDS} one-second segments")
     steps = iter_steps(video, fps=frames_per_second, size=size, sample_rate=mel.sample_rate, end=float(SECONDS))

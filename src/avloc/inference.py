@@ -101,7 +101,8 @@ def load_trained(source: str | os.PathLike, device: str | torch.device = "cpu") 
     for key in ("config", "classes", "model"):
         if key not in state:
             raise AvlocError(f"{path}: not a trained-model checkpoint (no {key!r})")
-    config, classes, weights = _config(path, state["config"]), _classes(path, state["classes"]), _weights(path, state)
+    config, classes = _config(path, state["config"]), _classes(path, state["classes"])
+    weights = _weights(path, state["model"])
     features_meta = state.get("features_meta", "")
     if features_meta:
         try:
@@ -157,8 +158,7 @@ def _classes(path: Path, classes: object) -> list[str]:
     return list(classes)
 
 
-def _weights(path: Path, state: dict) -> dict:
-    weights = state["model"]
+def _weights(path: Path, weights: object) -> dict:
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise AvlocError(f"{path}: its model weights are not a dict of tensors")
     if not all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point()):

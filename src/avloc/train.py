@@ -78,8 +78,12 @@ class TrainConfig:
         for name in ("steps", "batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise AvlocError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise AvlocError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise AvlocError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise AvlocError(f"fps must be a finite number > 0, got {self.fps}")
+        if self.workers < 0:
+            raise AvlocError(f"workers must be >= 0, got {self.workers}")
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

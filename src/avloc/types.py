@@ -23,6 +23,10 @@ class AvlocError(Exception):
     """An error caused by the user's input: reported as one line, no traceback."""
 
 
+class FeatureShapeError(AvlocError, ValueError):
+    """Features whose shape does not fit the model (e.g. from a cache made with other encoders)."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What a container holds, read from its headers without decoding."""

@@ -62,7 +62,7 @@ def read_annotations(path: str | os.PathLike) -> list[AVESample]:
         if len(fields) != 5:
             raise AvlocError(f"{path}:{number}: expected Category&YouTubeID&Quality&Start&End, got {line!r}")
         category, video_id, quality, start, end = fields
-        if not (start.isdigit() and end.isdigit()):
+        if not (start.isascii() and start.isdigit() and end.isascii() and end.isdigit()):
             raise AvlocError(f"{path}:{number}: start and end must be whole seconds, got {start!r}, {end!r}")
         if not 0 <= int(start) <= int(end) <= SECONDS:
             raise AvlocError(f"{path}:{number}: event [{start}, {end}) is not inside the {SECONDS}-s clip")

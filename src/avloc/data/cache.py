@@ -90,7 +90,9 @@ class FeatureCache:
             with h5py.File(self.path, "r") as h5:
                 if h5.attrs.get("format") != FORMAT:
                     raise AvlocError(f"{self.path}: not an avloc feature cache")
-                self.meta = CacheMeta.from_json(h5.attrs["meta"])
+                if "meta" not in h5.attrs or not isinstance(h5.get("clips"), h5py.Group):
+                    raise AvlocError(f"{self.path}: a broken feature cache (no extraction metadata or no clips)")
+                self.meta = _parse_meta(self.path, h5.attrs["meta"])
                 self.ids = tuple(unquote(key) for key in h5["clips"])
                 self._id_set = frozenset(self.ids)
         except OSError as error:
@@ -114,17 +116,32 @@ class FeatureCache:
             raise AvlocError(f"{self.path}: no features for clip {clip_id!r}") from None
 
     def num_steps(self, clip_id: str) -> int:
-        return int(self._group(clip_id)["times"].shape[0])
+        return len(self._arrays(clip_id)["times"])
+
+    def _arrays(self, clip_id: str) -> dict[str, h5py.Dataset]:
+        """The clip's three datasets, checked: numbers, (T, C, h, w) maps, T >= 1 the same for all."""
+        group = self._group(clip_id)
+        arrays = {name: group.get(name) for name in ("visual", "audio", "times")}
+        where = f"{self.path}: clip {clip_id!r}"
+        for name, array in arrays.items():
+            if not isinstance(array, h5py.Dataset) or array.dtype.kind not in "fiu":
+                raise AvlocError(f"{where}: no numeric {name!r} array")
+        steps = arrays["times"].shape[0] if arrays["times"].ndim == 1 else -1
+        for name in ("visual", "audio"):
+            if arrays[name].ndim != 4 or arrays[name].shape[0] != steps or steps < 1:
+                raise AvlocError(f"{where}: {name} has shape {arrays[name].shape}, times {arrays['times'].shape}; "
+                                 "expected (T, C, h, w) maps and (T,) times with T >= 1")
+        return arrays
 
     def read(self, clip_id: str, start: int = 0, length: int | None = None) -> ClipFeatures:
         """Features of steps ``[start, start + length)`` (the whole clip by default)."""
-        group = self._group(clip_id)
+        arrays = self._arrays(clip_id)
         stop = None if length is None else start + length
-        return ClipFeatures(
-            visual=group["visual"][start:stop],
-            audio=group["audio"][start:stop],
-            times=group["times"][start:stop],
-        )
+        features = ClipFeatures(*(arrays[name][start:stop] for name in ("visual", "audio", "times")))
+        for name in ("visual", "audio", "times"):
+            if not np.isfinite(getattr(features, name)).all():
+                raise AvlocError(f"{self.path}: clip {clip_id!r}: {name} holds NaN or infinite values")
+        return features
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_h5": None, "_pid": None}
@@ -206,6 +223,13 @@ class PartsStore:
         if old is not None and clip_id in old:
             return old.read(clip_id)
         raise AvlocError(f"{self.out}: clip {clip_id!r} has no extracted features")
+
+
+def _parse_meta(path: Path, text: str) -> CacheMeta:
+    try:
+        return CacheMeta.from_json(text)
+    except (json.JSONDecodeError, TypeError) as error:
+        raise AvlocError(f"{path}: broken extraction metadata ({error})") from None
 
 
 def _read_meta(path: Path) -> CacheMeta:

@@ -15,8 +15,8 @@ from torch import nn
 
 from avloc.cross_modal import euclidean_distance
 from avloc.models._registry import register_model
-from avloc.models.ave import check_features, check_positive
-from avloc.models.blocks import MLP, POOLS, check_choice, spatial_pool
+from avloc.models.ave import check_positive
+from avloc.models.blocks import MLP, POOLS, check_choice, check_features, spatial_pool
 from avloc.types import AVOutput, AvlocError
 
 SUPERVISIONS = ("segment", "self")

@@ -19,21 +19,11 @@ from torch import nn
 
 from avloc.losses import classification_loss
 from avloc.models._registry import register_model
-from avloc.models.blocks import POOLS, SequenceLSTM, check_choice, spatial_pool
+from avloc.models.blocks import POOLS, SequenceLSTM, check_choice, check_features, spatial_pool
 from avloc.types import AVOutput, AvlocError
 
 FUSIONS = ("concat", "additive", "gated", "dmrn")
 TEMPORAL_POOLS = ("mean", "max")
-
-
-def check_features(model: str, visual: torch.Tensor, audio: torch.Tensor, visual_channels: int,
-                   audio_channels: int) -> None:
-    """Raise ValueError unless ``visual (B, T, Cv, h, w)`` and ``audio (B, T, Ca, m, n)`` fit the model."""
-    for x, channels, what in ((visual, visual_channels, "visual"), (audio, audio_channels, "audio")):
-        if x.ndim != 5 or x.shape[2] != channels:
-            raise ValueError(f"{model}: expected {what} features (B, T, {channels}, h, w), got {tuple(x.shape)}")
-    if visual.shape[:2] != audio.shape[:2]:
-        raise ValueError(f"{model}: visual and audio differ in (B, T): {tuple(visual.shape)}, {tuple(audio.shape)}")
 
 
 def check_positive(**values: int) -> None:

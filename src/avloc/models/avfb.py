@@ -18,7 +18,7 @@ from torch import nn
 
 from avloc.losses import classification_loss
 from avloc.models._registry import register_model
-from avloc.models.blocks import MLP, POOLS, SequenceLSTM, check_choice, spatial_pool
+from avloc.models.blocks import MLP, POOLS, SequenceLSTM, check_choice, check_features, spatial_pool
 from avloc.types import AVOutput, AvlocError
 
 SEGMENT_POOLS = ("mean+max", "mean", "max")  # SWAB's global pooling over segments (Table 3)
@@ -281,7 +281,7 @@ class AVFBNet(nn.Module):
         self.classifier = MLP(5 * hidden, hidden, num_classes)
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> AVOutput:
-        self._check(visual, audio)
+        check_features("AVFB", visual, audio, self.visual_channels, self.audio_channels)
         audio = spatial_pool(audio, self.audio_pool)  # (B, T, Ca, m, n) -> (B, T, Ca)
         fused, heatmap = self.avfb(visual, audio)  # (B, T, Cv), (B, T, h, w)
         h_visual, h_audio = self.visual_lstm(fused), self.audio_lstm(audio)  # (B, T, H) each
@@ -299,12 +299,6 @@ class AVFBNet(nn.Module):
             return avtgml_loss(output.embeddings["visual_segments"], output.embeddings["audio_segments"], self.margin)
         return classification_loss(output, batch, supervision)
 
-    def _check(self, visual: torch.Tensor, audio: torch.Tensor) -> None:
-        for x, channels, what in ((visual, self.visual_channels, "visual"), (audio, self.audio_channels, "audio")):
-            if x.ndim != 5 or x.shape[2] != channels:
-                raise ValueError(f"AVFB: expected {what} features (B, T, {channels}, h, w), got {tuple(x.shape)}")
-        if visual.shape[:2] != audio.shape[:2]:
-            raise ValueError(f"AVFB: visual and audio differ in (B, T): {tuple(visual.shape)}, {tuple(audio.shape)}")
 
 
 @register_model("avfb")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avloc.types import AvlocError
+from avloc.types import AvlocError, FeatureShapeError
 
 POOLS = ("max", "mean")
 
@@ -125,3 +125,15 @@ class SequenceLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lstm(x)[0]
+
+
+def check_features(model: str, visual: torch.Tensor, audio: torch.Tensor, visual_channels: int,
+                   audio_channels: int) -> None:
+    """Raise FeatureShapeError unless ``visual (B, T, Cv, h, w)`` and ``audio (B, T, Ca, m, n)`` fit the model."""
+    for x, channels, what in ((visual, visual_channels, "visual"), (audio, audio_channels, "audio")):
+        if x.ndim != 5 or x.shape[2] != channels:
+            raise FeatureShapeError(f"{model}: expected {what} features (B, T, {channels}, h, w), "
+                                    f"got {tuple(x.shape)}")
+    if visual.shape[:2] != audio.shape[:2]:
+        raise FeatureShapeError(f"{model}: visual and audio differ in (B, T): {tuple(visual.shape)}, "
+                                f"{tuple(audio.shape)}")

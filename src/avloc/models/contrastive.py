@@ -159,12 +159,3 @@ def check_temperature(temperature: float) -> None:
         raise AvlocError(f"temperature must be > 0, got {temperature}")
 
 
-def check_feature_maps(
-    model: str, visual: torch.Tensor, audio: torch.Tensor, visual_channels: int, audio_channels: int
-) -> None:
-    """Raise ValueError unless ``visual (B, T, Cv, h, w)`` and ``audio (B, T, Ca, m, n)`` fit."""
-    for x, channels, what in ((visual, visual_channels, "visual"), (audio, audio_channels, "audio")):
-        if x.ndim != 5 or x.shape[2] != channels:
-            raise ValueError(f"{model}: expected {what} features (B, T, {channels}, h, w), got {tuple(x.shape)}")
-    if visual.shape[:2] != audio.shape[:2]:
-        raise ValueError(f"{model}: visual and audio differ in (B, T): {tuple(visual.shape)}, {tuple(audio.shape)}")

@@ -13,9 +13,8 @@ import torch
 from torch import nn
 
 from avloc.models._registry import register_model
-from avloc.models.blocks import POOLS, Projection, check_choice, spatial_pool
+from avloc.models.blocks import POOLS, Projection, check_choice, check_features, spatial_pool
 from avloc.models.contrastive import (
-    check_feature_maps,
     check_self_supervision,
     check_temperature,
     cosine_map,
@@ -75,7 +74,7 @@ class EZVSL(nn.Module):
         self.audio_projection = Projection(audio_channels, channels, layers=projection_layers, norm=norm)
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> AVOutput:
-        check_feature_maps("EZ-VSL", visual, audio, self.visual_channels, self.audio_channels)
+        check_features("EZ-VSL", visual, audio, self.visual_channels, self.audio_channels)
         b, t = visual.shape[:2]
         visual = self.visual_projection(visual.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, Cv, h, w) -> (B, T, C, h, w)
         audio = self.audio_vectors(audio)  # (B, T, C)

@@ -19,6 +19,7 @@ from avloc.models.blocks import (
     SIMILARITIES,
     Projection,
     check_choice,
+    check_features,
     cross_modal_attention,
     spatial_pool,
 )
@@ -225,11 +226,7 @@ class STM(nn.Module):
         """Check the inputs; encode frames / log-mel. Returns ``(B, T, Cv, h, w), (B, T, Ca, m, n)``."""
         visual = self._encode("visual", visual, frames, self.visual_encoder, 3)
         audio = self._encode("audio", audio, logmel, self.audio_encoder, 1)
-        for x, channels, what in ((visual, self.visual_channels, "visual"), (audio, self.audio_channels, "audio")):
-            if x.ndim != 5 or x.shape[2] != channels:
-                raise ValueError(f"STM: expected {what} features (B, T, {channels}, h, w), got {tuple(x.shape)}")
-        if visual.shape[:2] != audio.shape[:2]:
-            raise ValueError(f"STM: visual and audio differ in (B, T): {tuple(visual.shape)}, {tuple(audio.shape)}")
+        check_features("STM", visual, audio, self.visual_channels, self.audio_channels)
         return visual, audio
 
     def _encode(

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from avloc.models._registry import register_model
-from avloc.models.blocks import MLP, Projection, check_choice
+from avloc.models.blocks import MLP, Projection, check_choice, check_features
 from avloc.models.contrastive import (
     NEGATIVE_POOLS,
-    check_feature_maps,
     check_self_supervision,
     check_temperature,
     cosine_map,
@@ -191,7 +190,7 @@ class TAVLO(nn.Module):
         )
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> AVOutput:
-        check_feature_maps("TAVLO", visual, audio, self.visual_channels, self.audio_channels)
+        check_features("TAVLO", visual, audio, self.visual_channels, self.audio_channels)
         h, w = visual.shape[-2:]
         tokens = self.tokens(visual, audio)  # (B, T, 1 + h*w, D)
         for block in self.blocks:
