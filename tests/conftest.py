@@ -41,3 +41,31 @@ def tiny_dataset(tmp_path_factory) -> Path:
         })
     (root / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny models on a shared 2-core machine run much faster without threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def interrupt_after(monkeypatch, module, name: str, calls: int):
+    """Make ``module.name`` raise KeyboardInterrupt on its call number ``calls + 1`` (a killed run).
+
+    Returns the real function, to put back for the rerun.
+    """
+    real, made = getattr(module, name), []
+
+    def then_die(*args, **kwargs):
+        if len(made) == calls:
+            raise KeyboardInterrupt
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, then_die)
+    return real

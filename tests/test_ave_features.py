@@ -19,7 +19,7 @@ from avloc.data.synth import generate_dataset
 from avloc.extract import encode_seconds, extract_ave_features, extract_features
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, interrupt_after
 
 # Real lines of AVE's Annotations.txt: an empty event (row 1), a two-event video (rows 3, 4).
 LINES = [
@@ -257,15 +257,7 @@ def test_extract_writes_the_layout_and_reads_back_the_same_arrays(native, capsys
 def test_extract_resumes_after_a_kill_and_rewrites_deleted_files(native, tmp_path, monkeypatch):
     dataset, full = native
     out = tmp_path / "ave"
-    real, calls = avloc.extract.encode_seconds, []
-
-    def encode_then_die(*args, **kwargs):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(avloc.extract, "encode_seconds", encode_then_die)
+    real = interrupt_after(monkeypatch, avloc.extract, "encode_seconds", 2)
     with pytest.raises(KeyboardInterrupt):
         extract_ave_features(dataset, out, **SMALL)
     assert not (out / "visual_feature.h5").exists()

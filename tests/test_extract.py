@@ -10,6 +10,7 @@ from avloc.data.manifest import load_manifest
 from avloc.data.windows import FeatureWindows
 from avloc.extract import extract_features, parse_shard
 from avloc.types import AvlocError
+from conftest import interrupt_after
 
 SETTINGS = dict(visual="small-visual", audio="small-audio", fps=4.0, size=64, progress=False)
 
@@ -57,16 +58,7 @@ def test_cache_holds_every_clip_with_shapes_and_metadata(full_cache):
 
 def test_resume_after_interruption_gives_the_same_file(tiny_dataset, full_cache, tmp_path, monkeypatch):
     out = tmp_path / "features.h5"
-    real_encode = avloc.extract.encode_clip
-    calls = []
-
-    def encode_then_die(*args, **kwargs):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real_encode(*args, **kwargs)
-
-    monkeypatch.setattr(avloc.extract, "encode_clip", encode_then_die)
+    real_encode = interrupt_after(monkeypatch, avloc.extract, "encode_clip", 2)
     with pytest.raises(KeyboardInterrupt):
         extract_features(tiny_dataset, out, **SETTINGS)
     assert not out.exists()

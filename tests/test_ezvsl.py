@@ -136,15 +136,6 @@ def sounding_objects(g: torch.Generator, b: int, t: int = 2) -> tuple[torch.Tens
     return visual.view(b, t, CV, 4, 4), audio, where  # (b, t, C, h*w) -> (b, t, C, h, w)
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: this machine's cores are shared, and oversubscription is slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tiny_ezvsl_learns_to_point_at_the_sounding_object(one_thread):
     model = small(channels=16)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -29,12 +29,7 @@ TRAIN = ("--epochs", str(EPOCHS), "--batch-size", "4", "--option", "channels=256
 RUN_FILES = {"best.pt", "last.pt", "log.csv", "loss.png"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _start(*args: str) -> subprocess.Popen:

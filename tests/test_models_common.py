@@ -36,13 +36,7 @@ def _loss(model: torch.nn.Module, output: AVOutput, batch: dict, supervision: st
     return training_loss(model, output, batch, supervision)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine run much faster without threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CASES = [(name, supervision) for name in list_models() for supervision in _supervisions(name)]

@@ -213,15 +213,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: str) -> None:
+def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
     """--visual, --audio, --weights, --fps, --size; left None when absent (``defaults`` says what then)."""
-    parser.add_argument("--visual", default=None, help=f"visual encoder (see `avloc encoders`; default: {defaults})")
-    parser.add_argument("--audio", default=None, help=f"audio encoder (see `avloc encoders`; default: {defaults})")
+    parser.add_argument("--visual", default=None,
+                        help=f"visual encoder (see `avloc encoders`; default: {defaults['visual']})")
+    parser.add_argument("--audio", default=None, help=f"audio encoder (see `avloc encoders`; default: {defaults['audio']})")
     parser.add_argument("--weights", action="append", default=[], metavar="MODALITY=SOURCE",
                         help="pretrained weights: visual=IMAGENET1K_V1, audio=audioset, or visual=/path/file.pth "
                         "(repeatable; default: random init from a fixed seed)")
-    parser.add_argument("--fps", type=float, default=None, help=f"steps per second (default: {defaults})")
-    parser.add_argument("--size", type=int, default=None, help=f"frame size in pixels (default: {defaults})")
+    parser.add_argument("--fps", type=float, default=None, help=f"steps per second (default: {defaults['fps']})")
+    parser.add_argument("--size", type=int, default=None, help=f"frame size in pixels (default: {defaults['size']})")
 
 
 def _training_inputs(args: argparse.Namespace) -> dict:
@@ -266,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--audio vggish-embed --size 224 and 16 frames per second (the authors'). "
                              "Resumable: finished clips are skipped.")
     extract.add_argument("dataset", help="dataset folder (manifest.jsonl, or AVE Annotations.txt + *_order.h5)")
-    _add_encoder_flags(extract, "by --format, see above")
+    _add_encoder_flags(extract, {"visual": "small-visual; --format ave: vgg19",
+                                 "audio": "small-audio; --format ave: vggish-embed",
+                                 "fps": "4; not used by --format ave", "size": "256; --format ave: 224"})
     extract.add_argument("--format", default="avloc", choices=["avloc", "ave"],
                          help="avloc: feature cache FILE.h5 (default); ave: the AVE authors' folder layout")
     extract.add_argument("--frames-per-second", type=int, default=None,
@@ -302,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="a model option (repeatable), e.g. --option fusion=dmrn; see the model's docstring")
     train.add_argument("--features", default=None, help="feature cache from `avloc extract` (default: encode videos)")
-    _add_encoder_flags(train, "the --features source's, else small-visual, small-audio, 4 fps, 256 px")
+    _add_encoder_flags(train, {"visual": "the --features source's, else small-visual",
+                               "audio": "the --features source's, else small-audio",
+                               "fps": "the --features source's, else 4", "size": "the --features source's, else 256"})
     train.add_argument("--finetune", action="store_true", help="train the encoders too (without --features)")
     train.add_argument("--steps", type=int, default=4, help="steps per training window (default 4 = 1 s)")
     train.add_argument("--batch-size", type=int, default=32,
