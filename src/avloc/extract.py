@@ -252,7 +252,7 @@ def extract_ave_features(
         if not remaining and (store.has_parts() or not complete):
             split = {name: np.array([row for row, r in enumerate(records) if r.split == name]) for name in SPLITS}
             write_ave_folder(out, [record_sample(r) for r in records], ids, split,
-                             lambda clip_id: store._load(clip_id, old), meta, frames_per_second)
+                             lambda clip_id: store.load(clip_id, old), meta, frames_per_second)
             shutil.rmtree(store.dir, ignore_errors=True)
     return ExtractResult(out, extracted=len(mine), skipped=skipped, remaining=len(remaining))
 

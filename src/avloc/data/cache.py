@@ -207,7 +207,7 @@ class PartsStore:
             h5.attrs["meta"] = self.meta.to_json()
             clips = h5.create_group("clips")
             for clip_id in sorted(ids):
-                features = self._load(clip_id, old)
+                features = self.load(clip_id, old)
                 group = clips.create_group(clip_key(clip_id))
                 group.create_dataset("visual", data=features.visual)
                 group.create_dataset("audio", data=features.audio)
@@ -215,7 +215,9 @@ class PartsStore:
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.out
 
-    def _load(self, clip_id: str, old: FeatureCache | None) -> ClipFeatures:
+    def load(self, clip_id: str, old: FeatureCache | None) -> ClipFeatures:
+        """A clip's features from its part, else from ``old`` (the previous output: any feature
+        source with ``in`` and ``read``, e.g. an AVE folder's reader), else a one-line error."""
         part = self.dir / f"{clip_key(clip_id)}.npz"
         if part.is_file():
             with np.load(part) as arrays:
