@@ -79,6 +79,12 @@ def test_write_manifest_round_trips(tmp_path):
         (_clip(frames=[{"t": 1.0, "boxes": [[0, 0, 5, 5]], "masks": [[], []]}]), "one entry per box (1)"),
         (_clip(frames=[{"t": 1.0, "boxes": [[0, 0, 5, 5]], "masks": [[[0, 0, 5, 5]]]}]), "bad polygon"),
         (_clip(frames=[{"t": 1.0, "boxes": [], "ground_truth": "mean"}]), "unknown ground_truth 'mean'"),
+        (_clip(frames=[{"t": 1.0, "boxes": [], "source_boxes": {"format": "voc", "boxes": []}}]), "source_boxes must"),
+        (_clip(frames=[{"t": 1.0, "boxes": [], "source_boxes": [[0, 0, 1, 1]]}]), "source_boxes must"),
+        (_clip(frames=[{"t": 1.0, "boxes": [], "source_boxes": {"format": "vggss", "boxes": [[0, 0, 1]]}}]),
+         "bad source box"),
+        (_clip(frames=[{"t": 1.0, "boxes": [], "source_boxes": {"format": "vggss", "boxes": [[0, 0, 1, None]]}}]),
+         "source box value must be a finite number"),
         (_clip(video="videos/../../outside.mp4"), "escapes the dataset folder"),
         ({"id": "c", "video": "videos/c.mp4", "split": "train"}, "missing required key 'label'"),
         ("{not json", "not valid JSON"),
@@ -131,3 +137,24 @@ def test_undecodable_lines_are_one_line_errors(tmp_path, line, reason):
     with pytest.raises(ManifestError, match=reason) as error:
         load_manifest(tmp_path, require_videos=False)
     assert "\n" not in str(error.value) and len(str(error.value)) < 300
+
+
+def test_source_boxes_round_trip_as_written_degenerate_values_included(tmp_path):
+    sentinel = -2.8823037615171176e16  # a coordinate of the shipped VGG-SS file: finite, kept
+    _write(tmp_path, [_clip("v", frames=[{"t": 5.0, "boxes": [], "source_boxes": {
+                          "format": "vggss", "boxes": [[0.396875, 0.6625, sentinel, 0.984375], [0, 1.0, 0.5, 1.0]]}}]),
+                      _clip("f", frames=[{"t": 5.0, "boxes": [[0, 0, 8, 8]], "ground_truth": "consensus",
+                                          "source_boxes": {"format": "flickr", "boxes": [[1, 2, 30, 40]]}}])])
+    vggss, flickr = load_manifest(tmp_path).records
+    (frame,) = vggss.frames
+    assert frame.source_format == "vggss" and frame.boxes == () and frame.scenario is None
+    assert frame.source_boxes == ((0.396875, 0.6625, sentinel, 0.984375), (0.0, 1.0, 0.5, 1.0))
+    assert flickr.frames[0].source_boxes == ((1, 2, 30, 40),)
+    assert all(type(v) is int for v in flickr.frames[0].source_boxes[0])  # integers stay integers
+    before = [json.loads(text) for text in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    write_manifest(tmp_path, load_manifest(tmp_path).records)
+    after = [json.loads(text) for text in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert [a["frames"][0]["source_boxes"] for a in after] == [b["frames"][0]["source_boxes"] for b in before]
+    assert after[0]["frames"][0]["source_boxes"]["boxes"][0][2] == sentinel
+    assert "source_boxes" not in ClipRecord("a", vggss.video, "test", "dog", frames=(FrameAnnotation(1.0, ()),)
+                                            ).to_json(tmp_path.resolve())["frames"][0]

@@ -1,7 +1,10 @@
 """The AVE dataset (Tian et al., ECCV 2018): annotations, official split, labels, HDF5 layout.
 
-``Annotations.txt`` has one line per *sample* (``Category&YouTubeID&Quality&Start&End``, no
-header): a video with two events is two samples (4143 samples from 4097 videos). Conventions
+``Annotations.txt`` has one line per *sample* (``Category&YouTubeID&Quality&Start&End``): a
+video with two events is two samples (4143 samples from 4097 videos). The authors' repository
+copy has no header; the dataset's download starts with ``Category&VideoID&Quality&StartTime&EndTime``,
+which is recognised and skipped (:func:`header_line`), so row ``i`` is always the ``i``-th
+data line, the row the ``*_order.h5`` indices name. Conventions
 of the authors' files, reproduced exactly (tests compare with the shipped files):
 
 - classes: the 28 categories in order of first appearance in ``Annotations.txt``, then
@@ -34,6 +37,9 @@ SECONDS = 10  # every AVE clip is 10 s long, labelled per second
 ANNOTATIONS = "Annotations.txt"
 FEATURE_KEY, ORDER_KEY = "avadataset", "order"
 SPLITS = ("train", "val", "test")
+# Lower-cased names each field of a header line may carry (the download spells the second one).
+HEADER_FIELDS = ({"category"}, {"videoid", "youtubeid", "video_id", "youtube_id", "id"}, {"quality"},
+                 {"starttime", "start", "startsec"}, {"endtime", "end", "endsec"})
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,9 @@ def read_annotations(path: str | os.PathLike) -> list[AVESample]:
     except (OSError, UnicodeDecodeError) as error:
         raise AvlocError(f"{path}: cannot read ({error})") from None
     samples = []
+    header = _header_number(lines)
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        if not line.strip() or number == header:
             continue
         fields = line.rstrip("\r").split("&")
         if len(fields) != 5:
@@ -72,6 +79,29 @@ def read_annotations(path: str | os.PathLike) -> list[AVESample]:
     if not samples:
         raise AvlocError(f"{path}: no annotations")
     return samples
+
+
+def _is_header(line: str) -> bool:
+    fields = [field.strip().lower() for field in line.rstrip("\r").split("&")]
+    return len(fields) == len(HEADER_FIELDS) and all(f in names for f, names in zip(fields, HEADER_FIELDS))
+
+
+def _header_number(lines: list[str]) -> int | None:
+    """The 1-based line number of a header line (the first non-empty line), or None."""
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            return number if _is_header(line) else None
+    return None
+
+
+def header_line(path: str | os.PathLike) -> str | None:
+    """The header line that :func:`read_annotations` skips in ``path``, or None (no header, or unreadable)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    number = _header_number(lines)
+    return None if number is None else lines[number - 1].strip()
 
 
 def format_annotations(samples: list[AVESample]) -> str:

@@ -1,7 +1,8 @@
 """``avloc datasets check``: recognise a dataset folder's layout, count it, list what is missing.
 
 Layouts, recognised in this order: avloc's native format (``manifest.jsonl``), AVE
-(``Annotations.txt`` with the ``*_order.h5`` split files), a VGG-SS JSON file, the STM
+(``Annotations.txt`` with the ``*_order.h5`` split files), a VGG-SS JSON file (degenerate
+boxes and unreadable entries reported, not fatal), the STM
 authors' CVAT folders (``<id>/annotations.xml``, or their ``annotations/<subset>/`` tree),
 AudioSet-Instrument split CSVs, Flickr-SoundNet XML files and AVATAR frame JSONs
 (``<video id>/<frame>.json``). Annotation-only folders are fine: missing videos are
@@ -24,7 +25,7 @@ from avloc.data.ave_features import VISUAL_FILE, AVEFeatures
 from avloc.data.flickr import read_flickr_xml
 from avloc.data.manifest import load_manifest
 from avloc.data.media import find_media, find_videos
-from avloc.data.vggss import read_vggss
+from avloc.data.vggss import read_vggss_file
 from avloc.types import AvlocError
 
 LISTED = 10  # missing files listed by name before "and N more"
@@ -84,6 +85,9 @@ def _check_ave(folder: Path) -> list[str]:
     videos = {s.video_id for s in samples}
     lines = [f"{folder}: AVE layout, {len(samples)} samples from {len(videos)} videos, "
              f"{len(classes) - 1} classes + background"]
+    header = ave.header_line(folder / "Annotations.txt")
+    if header is not None:
+        lines.append(f"Annotations.txt: header line {header!r} skipped (row 0 is the first data line)")
     if all((folder / f"{name}_order.h5").is_file() for name in ave.SPLITS):
         split = ave.read_split(folder, len(samples))
         lines.append("samples per split: " + ", ".join(f"{name} {len(split[name])}" for name in ave.SPLITS))
@@ -134,8 +138,10 @@ def _videos_missing(folder: Path, stems: list[str]) -> list[str]:
 
 
 def _check_vggss(path: Path) -> list[str]:
-    entries = read_vggss(path)
+    document = read_vggss_file(path)
+    entries = document.entries
     lines = [f"{path}: VGG-SS layout, {len(entries)} annotated clips, {sum(len(e.boxes) for e in entries)} boxes"]
+    lines += document.summary() or ["degenerate boxes: none"]
     lines += _counts("clips per class", Counter(e.label for e in entries))
     return lines + _videos_missing(path.parent, [e.file for e in entries])
 

@@ -9,22 +9,33 @@ missing are left out and listed in the result; a conversion with no video at all
 
 Layouts and where the annotated frame lies in time:
 
-- ``ave``: ``Annotations.txt`` + ``*_order.h5`` (official split, segments per second);
-  ``--boxes`` a folder of the STM authors' CVAT files (``<youtube id>/annotations.xml``):
-  every CVAT frame ``n`` at ``n * 10 / size`` s, boxes rescaled from the CVAT task's size.
+- ``ave``: ``Annotations.txt`` (a header line is skipped) + ``*_order.h5`` (official split,
+  segments per second); ``--boxes`` a folder of the STM authors' CVAT files
+  (``<youtube id>/annotations.xml``): every CVAT frame ``n`` at ``n * 10 / size`` s, boxes
+  rescaled from the CVAT task's size. A video's CVAT file belongs to its sample(s) in the
+  test split (the files annotate AVE's test videos), or to its only sample when it has no
+  test sample; a two-event video's other samples get no frames. Only the frames inside the
+  sample's event are kept (the seconds outside it are background: not scored). Scenario of a
+  kept frame: no box = ``off-screen``, one box = ``single``, several = ``multi-entity`` (one
+  event class per sample: several objects of that class; ``mixed`` on AudioSet-Instrument
+  rows with several instruments).
 - ``audioset-instrument``: the STM authors' split CSVs (``train/val/test.csv`` that exist),
   video label = the first of the row's instruments (brass merged), ``multi-source`` tag on
-  rows with several; ``--boxes`` as for AVE.
+  rows with several; ``--boxes`` as for AVE (the whole clip is the event).
 - ``vggss``: the VGG-SS JSON; one annotated frame at ``--frame-time`` (default the middle of
-  the video, where the LVS test frames are taken); all clips in the test split.
+  the video, where the LVS test frames are taken); all clips in the test split. Pixel boxes
+  from the usable boxes only; every box as written in ``source_boxes`` (format ``vggss``).
 - ``flickr``: a folder of Flickr-SoundNet XML files; the media of ``<id>`` is a video, or an
   image + an audio file that are joined into a still video; the frame at ``--frame-time``
   (default the middle) with ``ground_truth: consensus``; label ``unlabelled`` (the test set
-  has no classes).
+  has no classes); ``source_boxes`` (format ``flickr``) as the LVS / EZ-VSL scripts read them.
 - ``avatar``: ``<video id>/<frame>.json`` files; ``<frame>`` is a frame index of the video
   (time = index / frame rate) or, with a decimal point, a time in seconds; scenarios from
   ``task``; a frame without annotations is ``off-screen`` (nothing sounding on screen);
   polygons kept as masks; video label = the most frequent category.
+
+What a conversion had to decide (box files matched, degenerate boxes, frames left out,
+annotated frames per split) is returned as :attr:`ConvertResult.notes` and logged.
 """
 
 from __future__ import annotations
@@ -32,8 +43,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections import Counter
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import av
@@ -42,11 +53,11 @@ import numpy as np
 from tqdm import tqdm
 
 from avloc.atomic import atomic_path
-from avloc.data import audioset_instrument, cvat
+from avloc.data import audioset_instrument, ave, cvat
 from avloc.data.flickr import read_flickr_xml
-from avloc.data.manifest import ClipRecord, FrameAnnotation, write_manifest
+from avloc.data.manifest import BACKGROUND, SPLITS, ClipRecord, FrameAnnotation, write_manifest
 from avloc.data.media import find_media
-from avloc.data.vggss import read_vggss
+from avloc.data.vggss import read_vggss_file
 from avloc.io.decode import VideoInfo, probe
 from avloc.types import AvlocError
 
@@ -57,6 +68,8 @@ LINK_MODES = ("symlink", "hardlink", "copy")
 AVATAR_SCENARIOS = {"single-sound": "single", "single": "single", "mixed-sound": "mixed", "mixed": "mixed",
                     "multi-entity": "multi-entity", "off-screen": "off-screen", "offscreen": "off-screen"}
 UNLABELLED = "unlabelled"
+CVAT_FILE = "annotations.xml"
+LISTED = 5  # ids named in a note before "..."
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,7 @@ class ConvertResult:
     clips: int
     annotated_frames: int
     missing: tuple[str, ...]  # clip ids whose video was not found
+    notes: tuple[str, ...] = ()  # what the conversion decided, one line each (also logged)
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,7 @@ class _Clip:
     frames: tuple[FrameAnnotation, ...] = ()
     tags: tuple[str, ...] = ()
     frame_keys: tuple[int | float, ...] = ()  # AVATAR: each frame's file stem (index or seconds)
+    box_file: Path | None = None  # the CVAT file whose frames this clip receives
 
 
 class _Media:
@@ -134,25 +149,90 @@ def convert_dataset(layout: str, source: str | os.PathLike, out: str | os.PathLi
     media = _Media(media_root)
     readers = {"ave": _ave_clips, "audioset-instrument": _instrument_clips, "vggss": _vggss_clips,
                "flickr": _flickr_clips, "avatar": _avatar_clips}
-    clips = readers[layout](source, split)
+    notes: list[str] = []
+    clips = readers[layout](source, split, notes)
     box_folder = Path(boxes) if boxes is not None else None
     if box_folder is not None and not box_folder.is_dir():
         raise AvlocError(f"{box_folder}: no such folder of CVAT annotations")
-    records, missing = [], []
+    if box_folder is not None and layout in ("ave", "audioset-instrument"):
+        clips = _assign_box_files(clips, box_folder, notes)
+    records, missing, outside = [], [], Counter()
     for clip in tqdm(clips, desc=f"convert {layout}", unit="clip", disable=not progress):
         video = _place(clip, media, out, link, layout)
         if video is None:
             missing.append(clip.id)
             continue
         info = probe(video)
-        frames = _frames(clip, info, layout, box_folder, frame_time)
+        frames = _frames(clip, info, layout, frame_time, outside)
         records.append(ClipRecord(id=clip.id, video=video.absolute(), split=clip.split, label=clip.label,
                                   segments=clip.segments, frames=frames, tags=clip.tags))
     if not records:
         raise AvlocError(f"{media_root}: none of the {len(clips)} clips' videos was found (looked for files named "
                          "by the clip's id; pass --videos FOLDER)")
     manifest = write_manifest(out, records)
-    return ConvertResult(manifest, len(records), sum(len(r.frames) for r in records), tuple(missing))
+    if outside["frames"]:
+        notes.append(f"{outside['frames']} CVAT frames outside their sample's event (background seconds) are not "
+                     f"scored and were left out ({outside['boxed']} of them had boxes)")
+    per_split = Counter(r.split for r in records for _ in r.frames)
+    notes.append("annotated frames per split: " + ", ".join(f"{name} {per_split[name]}" for name in SPLITS))
+    for note in notes:
+        log.warning("%s", note)
+    return ConvertResult(manifest, len(records), sum(len(r.frames) for r in records), tuple(missing), tuple(notes))
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:LISTED]) + (" ..." if len(names) > LISTED else "")
+
+
+def _assign_box_files(clips: list[_Clip], box_folder: Path, notes: list[str]) -> list[_Clip]:
+    """Give each CVAT file (``<video>/annotations.xml``) to the clip(s) it annotates (see the module docstring).
+
+    Raises AvlocError when no file names a clip, naming a subfolder whose files do if there is one.
+    """
+    files = {path.parent.name: path for path in sorted(box_folder.glob(f"*/{CVAT_FILE}"))}
+    by_video: dict[str, list[_Clip]] = defaultdict(list)
+    for clip in clips:
+        by_video[clip.media].append(clip)
+    matched = sorted(files.keys() & by_video.keys())
+    if not matched:
+        raise AvlocError(_no_match(box_folder, len(files), by_video.keys()))
+    unmatched = sorted(files.keys() - by_video.keys())
+    notes.append(f"{box_folder}: {len(matched)} CVAT box files match a clip, {len(unmatched)} do not"
+                 + (f" ({_listed(unmatched)})" if unmatched else ""))
+    owner: dict[str, Path] = {}
+    shared, unused = [], []
+    for video in matched:
+        samples = by_video[video]
+        owners = [c for c in samples if c.split == "test"] or (samples if len(samples) == 1 else [])
+        owner.update((c.id, files[video]) for c in owners)
+        if len(samples) > 1:
+            shared += [c.id for c in samples if c not in owners]
+        if not owners:
+            unused.append(video)
+    if shared:
+        notes.append(f"{len(shared)} samples of videos with several events get no CVAT frames (the boxes belong to "
+                     f"the video's test-split sample): {_listed(shared)}")
+    if unused:
+        notes.append(f"{len(unused)} CVAT files not used: their video has several samples, none in the test split "
+                     f"({_listed(unused)})")
+    without = sorted(c.id for c in clips if c.split == "test" and c.media not in files)
+    if without:
+        notes.append(f"{len(without)} test clips have no CVAT file in {box_folder} ({_listed(without)})")
+    return [replace(c, box_file=owner.get(c.id)) for c in clips]
+
+
+def _no_match(box_folder: Path, count: int, videos) -> str:
+    """The one-line error for a --boxes folder none of whose files names a clip."""
+    held = (f"none of its {count} <video id>/{CVAT_FILE} files names" if count
+            else f"it holds no <video id>/{CVAT_FILE} file for")
+    best, best_count = None, 0
+    for sub in sorted(p for p in box_folder.iterdir() if p.is_dir()):
+        hits = sum(path.parent.name in videos for path in sub.glob(f"*/{CVAT_FILE}"))
+        if hits > best_count:
+            best, best_count = sub, hits
+    hint = (f"; {best} holds {best_count} that do: pass --boxes {best}" if best is not None
+            else "; no subfolder holds any either")
+    return f"{box_folder}: {held} a clip of the dataset{hint}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,11 +319,11 @@ def _read_audio_file(path: Path) -> tuple[int, np.ndarray]:
 # Frames
 
 
-def _frames(clip: _Clip, info: VideoInfo, layout: str, box_folder: Path | None,
-            frame_time: float | None) -> tuple[FrameAnnotation, ...]:
-    """The clip's annotated frames in pixels of its video."""
+def _frames(clip: _Clip, info: VideoInfo, layout: str, frame_time: float | None,
+            outside: Counter) -> tuple[FrameAnnotation, ...]:
+    """The clip's annotated frames in pixels of its video (``outside`` counts CVAT frames left out)."""
     if layout in ("ave", "audioset-instrument"):
-        return _cvat_frames(clip, info, box_folder)
+        return _cvat_frames(clip, info, outside)
     if layout in ("vggss", "flickr"):
         t = info.duration / 2 if frame_time is None else frame_time
         if not 0 <= t < info.duration:
@@ -251,7 +331,7 @@ def _frames(clip: _Clip, info: VideoInfo, layout: str, box_folder: Path | None,
         (frame,) = clip.frames  # normalised [0, 1] boxes, placed at t in the video's pixels
         scale = np.array([info.width, info.height, info.width, info.height])
         boxes, _ = _clipped(np.asarray(frame.boxes).reshape(-1, 4) * scale, info)  # (N, 4)
-        return (FrameAnnotation(t, boxes, frame.scenario, ground_truth=frame.ground_truth),)
+        return (replace(frame, t=t, boxes=boxes),)
     return _avatar_frames(clip, info)
 
 
@@ -263,19 +343,26 @@ def _clipped(boxes: np.ndarray, info: VideoInfo) -> tuple[tuple[tuple[float, ...
     return tuple(tuple(float(v) for v in box) for box in clipped[keep]), keep
 
 
-def _cvat_frames(clip: _Clip, info: VideoInfo, box_folder: Path | None) -> tuple[FrameAnnotation, ...]:
-    if box_folder is None:
+def _cvat_frames(clip: _Clip, info: VideoInfo, outside: Counter) -> tuple[FrameAnnotation, ...]:
+    """The CVAT frames inside the clip's event, with their scenario (see the module docstring)."""
+    if clip.box_file is None:
         return ()
-    path = box_folder / clip.media / "annotations.xml"
-    if not path.is_file():
-        return ()
-    annotation = cvat.read_cvat(path)
+    annotation = cvat.read_cvat(clip.box_file)
     sx, sy = info.width / annotation.width, info.height / annotation.height
     scale = np.array([sx, sy, sx, sy])
-    return tuple(
-        FrameAnnotation(n * annotation.seconds / annotation.frame_count, _clipped(boxes * scale, info)[0])
-        for n, boxes in enumerate(annotation.boxes)
-    )
+    events = [(s.start, s.end) for s in clip.segments if s.label != BACKGROUND] if clip.segments else [(0, np.inf)]
+    several = "mixed" if "multi-source" in clip.tags else "multi-entity"
+    frames = []
+    for n, boxes in enumerate(annotation.boxes):
+        t = n * annotation.seconds / annotation.frame_count
+        if not any(start <= t < end for start, end in events):
+            outside["frames"] += 1
+            outside["boxed"] += bool(len(boxes))
+            continue
+        pixels = _clipped(boxes * scale, info)[0]
+        scenario = "off-screen" if not pixels else "single" if len(pixels) == 1 else several
+        frames.append(FrameAnnotation(t, pixels, scenario))
+    return tuple(frames)
 
 
 def _avatar_frames(clip: _Clip, info: VideoInfo) -> tuple[FrameAnnotation, ...]:
@@ -294,15 +381,18 @@ def _avatar_frames(clip: _Clip, info: VideoInfo) -> tuple[FrameAnnotation, ...]:
 # Layouts -> clips
 
 
-def _ave_clips(source: Path, split: str) -> list[_Clip]:
+def _ave_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
     from avloc.data.sources import load_dataset
 
     dataset = load_dataset(source, require_videos=False)
+    header = ave.header_line(source / ave.ANNOTATIONS)
+    if header is not None:
+        notes.append(f"{source / ave.ANNOTATIONS}: header line {header!r} skipped (row 0 is the first data line)")
     return [_Clip(r.id, r.video.stem, r.split, r.label, r.segments) for r in dataset.records
             if not r.id.startswith("noisy-")]
 
 
-def _instrument_clips(source: Path, split: str) -> list[_Clip]:
+def _instrument_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
     if not source.is_dir():
         raise AvlocError(f"{source}: expected the folder holding train.csv / val.csv / test.csv")
     clips = []
@@ -317,26 +407,38 @@ def _instrument_clips(source: Path, split: str) -> list[_Clip]:
     return clips
 
 
-def _vggss_clips(source: Path, split: str) -> list[_Clip]:
-    return [_Clip(entry.file, entry.file, split, entry.label,
-                  frames=(FrameAnnotation(0.0, tuple(tuple(b) for b in entry.boxes)),))
-            for entry in read_vggss(source)]
-
-
-def _flickr_clips(source: Path, split: str) -> list[_Clip]:
-    files = sorted(source.glob("*.xml")) if source.is_dir() else []
-    if not files:
-        raise AvlocError(f"{source}: no Flickr-SoundNet .xml annotation files")
+def _vggss_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
+    document = read_vggss_file(source)
+    notes += document.summary()
     clips = []
-    for path in files:
-        annotation = read_flickr_xml(path)
-        normalised = annotation.boxes_in(1, 1)  # (N, 4) in [0, 1]
-        frame = FrameAnnotation(0.0, tuple(tuple(b) for b in normalised), ground_truth="consensus")
-        clips.append(_Clip(annotation.id, annotation.id, split, UNLABELLED, frames=(frame,)))
+    for entry in document.entries:
+        frame = FrameAnnotation(0.0, tuple(map(tuple, entry.usable_boxes.tolist())), source_format="vggss",
+                                source_boxes=tuple(map(tuple, entry.boxes.tolist())))  # every box, as written
+        clips.append(_Clip(entry.file, entry.file, split, entry.label, frames=(frame,)))
     return clips
 
 
-def _avatar_clips(source: Path, split: str) -> list[_Clip]:
+def _flickr_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
+    files = sorted(source.glob("*.xml")) if source.is_dir() else []
+    if not files:
+        raise AvlocError(f"{source}: no Flickr-SoundNet .xml annotation files")
+    clips, unread = [], []
+    for path in files:
+        annotation = read_flickr_xml(path)
+        normalised = annotation.boxes_in(1, 1)  # (N, 4) in [0, 1]
+        sources = {} if annotation.source_boxes is None else {"source_format": "flickr",
+                                                              "source_boxes": annotation.source_boxes}
+        frame = FrameAnnotation(0.0, tuple(tuple(b) for b in normalised), ground_truth="consensus", **sources)
+        clips.append(_Clip(annotation.id, annotation.id, split, UNLABELLED, frames=(frame,)))
+        if annotation.source_boxes is None:
+            unread.append(annotation.id)
+    if unread:
+        notes.append(f"{len(unread)} Flickr files whose <bbox> elements the LVS / EZ-VSL scripts cannot read as four "
+                     f"integers after the first child: no source_boxes ({_listed(unread)})")
+    return clips
+
+
+def _avatar_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
     from avloc.data.avatar import read_avatar_frame
 
     folders = sorted(p for p in source.iterdir() if p.is_dir()) if source.is_dir() else []

@@ -6,6 +6,11 @@ after the first as ``xmin, ymin, xmax, ymax``; this reader takes the named child
 ``xmin ymin xmax ymax`` when the element has them, otherwise the last four numeric ones, so
 both spellings of the files read the same. The consensus ground truth adds every box
 separately, divides by 2 and clips at 1 (:func:`avloc.metrics.annotation_map`).
+
+:attr:`FlickrAnnotation.source_boxes` is what the LVS / EZ-VSL evaluators themselves read:
+for every ``<bbox>`` child of a child of the root, in document order, ``int(text)`` of its
+children after the first; None when that reading does not give four integers per box
+(their scripts would fail on such a file).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class FlickrAnnotation:
 
     path: Path
     boxes: np.ndarray
+    source_boxes: tuple[tuple[int, int, int, int], ...] | None = None
 
     @property
     def id(self) -> str:
@@ -56,6 +62,23 @@ def _is_number(text: str | None) -> bool:
     return True
 
 
+def _evaluator_boxes(root: ET.Element) -> tuple[tuple[int, int, int, int], ...] | None:
+    """The boxes as the LVS / EZ-VSL scripts read them (see the module docstring), or None."""
+    boxes = []
+    for child in root:
+        for element in child:
+            if element.tag != "bbox":
+                continue
+            try:
+                values = tuple(int(ch.text) for ch in list(element)[1:])  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                return None
+            if len(values) != 4:
+                return None
+            boxes.append(values)
+    return tuple(boxes) or None
+
+
 def read_flickr_xml(path: str | os.PathLike) -> FlickrAnnotation:
     """Parse one annotation file; a malformed file is refused with its path, the box and the reason."""
     path = Path(path)
@@ -75,4 +98,4 @@ def read_flickr_xml(path: str | os.PathLike) -> FlickrAnnotation:
         boxes.append(box)
     if not boxes:
         raise AvlocError(f"{path}: no <bbox> element (every Flickr-SoundNet test image has annotators' boxes)")
-    return FlickrAnnotation(path, np.asarray(boxes, np.float64))
+    return FlickrAnnotation(path, np.asarray(boxes, np.float64), _evaluator_boxes(root))

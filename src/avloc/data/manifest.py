@@ -8,7 +8,9 @@ One JSON object per line::
      "frames": [{"t": s, "boxes": [[x1, y1, x2, y2], ...], # optional; pixels of the original
                  "scenario": "single" | "mixed" | "multi-entity" | "off-screen",
                  "masks": [[[x1, y1, x2, y2, x3, y3, ...], ...], ...],  # optional, one per box
-                 "ground_truth": "union" | "enclosing" | "consensus"}], # optional
+                 "ground_truth": "union" | "enclosing" | "consensus",   # optional
+                 "source_boxes": {"format": "vggss" | "flickr",         # optional
+                                  "boxes": [[v1, v2, v3, v4], ...]}}],
      "tags": [str]}                                        # optional, e.g. "cross-event"
 
 Boxes are xyxy in pixel coordinates of the original video; an empty list means no visible
@@ -16,9 +18,18 @@ sounding object. ``masks`` (AVATAR) gives each box's object as polygons (flat x,
 the same pixels; an empty list: that object has its box only); where polygons exist, the
 ground-truth map is built from them. ``ground_truth`` names the dataset's own rule for
 turning the boxes into a map (``consensus``: Flickr-SoundNet's sum of the boxes / 2, clipped
-at 1); ``avloc eval --gt auto`` (the default) follows it, union otherwise. The class list is the sorted set of every label in the manifest (video and
-segment labels) with ``background`` appended last, so that its index is always ``len - 1``
-(AVE's convention: background after the events).
+at 1); ``avloc eval --gt auto`` (the default) follows it, union otherwise.
+
+``source_boxes`` keeps the boxes exactly as the dataset's own file states them, so that an
+evaluation protocol can build its ground truth from them as the dataset's evaluator does:
+``vggss``, the entry's ``bbox`` list unmodified (normalised floats, degenerate boxes
+included, e.g. a coordinate of -2.88e16); ``flickr``, per ``<bbox>`` element, the integers of
+its four children after the first, in document order. A frame whose pixel ``boxes`` are all
+dropped (degenerate) but which has source boxes is still an annotated frame.
+
+The class list is the sorted set of every label in the manifest (video and segment labels)
+with ``background`` appended last, so that its index is always ``len - 1`` (AVE's
+convention: background after the events).
 
 Loading validates every line and raises :class:`ManifestError` with ``file:line: reason``.
 """
@@ -43,6 +54,7 @@ MANIFEST_NAME = "manifest.jsonl"
 SPLITS = ("train", "val", "test")
 SCENARIOS = ("single", "mixed", "multi-entity", "off-screen")
 GROUND_TRUTHS = ("union", "enclosing", "consensus")
+SOURCE_FORMATS = ("vggss", "flickr")
 BACKGROUND = "background"
 
 
@@ -64,7 +76,9 @@ class FrameAnnotation:
     """Ground truth of one frame: its time, its sounding-object boxes and its scenario.
 
     ``masks[i]`` holds the polygons of box ``i``'s object (flat ``(x1, y1, x2, y2, ...)``), or
-    is empty; ``masks`` is empty when the dataset has no polygons at all.
+    is empty; ``masks`` is empty when the dataset has no polygons at all. ``source_boxes``
+    (with ``source_format``, one of :data:`SOURCE_FORMATS`) are the dataset file's own boxes,
+    unmodified (see the module docstring); empty when the dataset has none.
     """
 
     t: float
@@ -72,6 +86,8 @@ class FrameAnnotation:
     scenario: str | None = None
     masks: tuple[tuple[tuple[float, ...], ...], ...] = ()
     ground_truth: str | None = None
+    source_format: str | None = None
+    source_boxes: tuple[tuple[float, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -222,6 +238,8 @@ def _frame_json(frame: FrameAnnotation) -> dict:
         line["masks"] = [[list(polygon) for polygon in polygons] for polygons in frame.masks]
     if frame.ground_truth is not None:
         line["ground_truth"] = frame.ground_truth
+    if frame.source_format is not None:
+        line["source_boxes"] = {"format": frame.source_format, "boxes": [list(b) for b in frame.source_boxes]}
     return line
 
 
@@ -315,7 +333,31 @@ def _frame(raw, index: int) -> FrameAnnotation:
         raise ValueError(f"frame {index} has unknown ground_truth {ground_truth!r} "
                          f"(expected one of {', '.join(GROUND_TRUTHS)})")
     parsed = tuple(_box(b, index) for b in boxes)
-    return FrameAnnotation(t, parsed, scenario, _masks(raw.get("masks", []), len(parsed), index), ground_truth)
+    source_format, source_boxes = _source_boxes(raw.get("source_boxes"), index)
+    return FrameAnnotation(t, parsed, scenario, _masks(raw.get("masks", []), len(parsed), index), ground_truth,
+                           source_format, source_boxes)
+
+
+def _source_boxes(raw, frame_index: int) -> tuple[str | None, tuple[tuple[float, ...], ...]]:
+    """``{"format": ..., "boxes": [[v1, v2, v3, v4], ...]}``: values kept as written (any finite number)."""
+    if raw is None:
+        return None, ()
+    if not isinstance(raw, dict) or raw.get("format") not in SOURCE_FORMATS or not isinstance(raw.get("boxes"), list):
+        formats = " | ".join(f'"{name}"' for name in SOURCE_FORMATS)
+        raise ValueError(f'frame {frame_index} source_boxes must be {{"format": {formats}, '
+                         '"boxes": [[v1, v2, v3, v4], ...]}')
+    boxes = []
+    for box in raw["boxes"]:
+        if not isinstance(box, list) or len(box) != 4:
+            raise ValueError(f"frame {frame_index} has a bad source box {reprlib.repr(box)} (expected 4 numbers)")
+        boxes.append(tuple(_kept_number(v, f"frame {frame_index} source box value") for v in box))
+    return raw["format"], tuple(boxes)
+
+
+def _kept_number(value, what: str) -> float:
+    """A finite number as written: an integer stays an integer (Flickr's boxes are integer texts)."""
+    number = _number(value, what)
+    return value if isinstance(value, int) else number
 
 
 def _masks(raw, num_boxes: int, frame_index: int) -> tuple[tuple[tuple[float, ...], ...], ...]:
