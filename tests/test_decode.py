@@ -137,7 +137,63 @@ def test_iter_steps_streams_the_same_steps(video):
     torch.testing.assert_close(torch.stack([first.frame] + [s.frame for s in rest]), clip.frames)
 
 
-def test_resize_is_antialiased_bilinear(tmp_path):
+def photo(height: int, width: int) -> np.ndarray:
+    """A real photograph (matplotlib's sample Grace Hopper portrait, 600x512) at ``height x width``, RGB uint8."""
+    import cv2
+    from matplotlib import cbook
+
+    image = cv2.imread(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))[:, :, ::-1]  # BGR -> RGB
+    if image.shape[:2] == (height, width):
+        return np.ascontiguousarray(image)
+    shrink = height < image.shape[0]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
+def zone_plate(height: int, width: int) -> np.ndarray:
+    """A synthetic worst case for resizing: a zone plate (every frequency up to aliasing), 8-px stripes, 8-px checks."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    rings = 0.5 + 0.5 * np.cos(2 * np.pi * 60 * ((x - width / 2) ** 2 + (y - height / 2) ** 2)
+                              / max(height, width) ** 2)
+    image = np.stack([rings, (x % 16 < 8), (x // 8 + y // 8) % 2], axis=-1)  # (H, W, 3) in [0, 1]
+    return np.round(255 * image).astype(np.uint8)
+
+
+# Resizing is swscale's antialiased bilinear on uint8 (decode.py), the reference is the former
+# F.interpolate(antialias=True) on the float frame. Tolerances, in units of 1/255:
+# - away from the edge: the uint8 rounding of the output (0.5) plus swscale's 14-bit fixed-point
+#   weights (measured max 0.69), so 1;
+# - everywhere: swscale repeats the edge pixel where torch renormalises the cut filter, which moves
+#   the outermost one or two rows and columns (measured max 10.7 on a 1080p zone plate), so 16;
+# - on average: rounding only (measured 0.22-0.28), so 0.35.
+INNER_MAX, EDGE_MAX, MEAN = 1.0 / 255, 16.0 / 255, 0.35 / 255
+EDGE = 2  # rows / columns counted as "the edge"
+
+
+@pytest.mark.parametrize("image, size", [
+    (photo(600, 512), (256, 256)),   # the photo as it is: downscale 2.3 x 2
+    (photo(240, 320), (256, 256)),   # the issue's 240x320 -> 256: up in height, down in width
+    (photo(1080, 1920), (224, 300)),  # 1080p, a non-square output
+    (photo(96, 128), (256, 256)),    # a small video: upscaling
+    (zone_plate(240, 320), (256, 256)),
+    (zone_plate(1080, 1920), (256, 256)),
+    (zone_plate(96, 128), (200, 256)),
+], ids=["photo-600x512", "photo-240x320", "photo-1080p", "photo-96x128-up", "zone-240x320", "zone-1080p",
+        "zone-96x128-up"])
+def test_resize_matches_antialiased_bilinear(tmp_path, image, size):
+    path = tmp_path / "still.mp4"
+    write_video(path, np.stack([image, image]), 2)
+    original = read_clip(path, fps=2, size=None)
+    resized = read_clip(path, fps=2, size=size)
+    assert resized.frames.shape == (2, 3, *size) and resized.frames.dtype == torch.float32
+    assert 0 <= resized.frames.min() and resized.frames.max() <= 1
+    expected = F.interpolate(original.frames, size=size, mode="bilinear", antialias=True, align_corners=False)
+    difference = (resized.frames - expected.clamp(0, 1)).abs()  # (T, 3, H, W)
+    assert difference[..., EDGE:-EDGE, EDGE:-EDGE].max() <= INNER_MAX
+    assert difference.max() <= EDGE_MAX
+    assert difference.mean() <= MEAN
+
+
+def test_resize_is_antialiased_deterministic_and_ignores_torch_threads(tmp_path):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(2, 48, 64, 3), dtype=np.uint8)
     path = tmp_path / "noise.mp4"
@@ -145,10 +201,17 @@ def test_resize_is_antialiased_bilinear(tmp_path):
     original = read_clip(path, fps=2, size=None)
     resized = read_clip(path, fps=2, size=16)
     assert original.original_size == resized.original_size == (48, 64)
-    expected = F.interpolate(original.frames, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
-    torch.testing.assert_close(resized.frames, expected.clamp(0, 1))
     # Antialiasing averages the noise: far smaller spread than sampling single pixels.
     assert resized.frames.std() < 0.5 * original.frames.std()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = read_clip(path, fps=2, size=16).frames
+        torch.set_num_threads(2)
+        two = read_clip(path, fps=2, size=16).frames
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, resized.frames) and torch.equal(two, resized.frames)
 
 
 def write_vfr(path: Path, pts_ms: list[int]) -> None:

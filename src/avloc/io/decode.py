@@ -14,11 +14,12 @@ Conventions (every other module relies on them):
 - **Frames.** A step's frame is the frame being displayed at the step's time: the last
   decoded frame whose presentation time is ``<=`` that time. Before the first frame the
   first frame is used, after the last frame the last one (a video stream shorter than the
-  audio). Frames are resized with bilinear interpolation with antialiasing
-  (``torch.nn.functional.interpolate(..., antialias=True)``, the same filter as
-  torchvision's ``Resize`` and PIL's bilinear): ``size=int`` gives a square
-  ``size x size`` (the STM paper resizes directly, no crop), ``(H, W)`` that size,
-  ``None`` the original size.
+  audio). Frames are converted to RGB at full size and resized by FFmpeg's swscale in the
+  decoding thread (:func:`_to_tensor`): bilinear with antialiasing, i.e. a triangle filter
+  widened by the downscale factor (the filter of ``torch.nn.functional.interpolate(...,
+  antialias=True)``, torchvision's ``Resize`` and PIL's bilinear), plain bilinear when
+  upscaling. ``size=int`` gives a square ``size x size`` (the STM paper resizes directly,
+  no crop), ``(H, W)`` that size, ``None`` the original size.
 - **Audio.** Decoded with PyAV, resampled with ``av.AudioResampler`` to float at
   ``sample_rate`` keeping the channel layout, then averaged over channels to mono (a plain
   mean, as librosa's ``to_mono``; FFmpeg's own downmix sums channels with gain 0.707).
@@ -61,7 +62,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-import torch.nn.functional as F
+from av.video.reformatter import Interpolation, VideoReformatter
 
 from avloc.types import AVClip, AvlocError, VideoInfo
 
@@ -416,12 +417,13 @@ def _steps(plan: _Plan) -> Iterator[AVStep]:
     if upcoming is None:
         raise AvlocError(f"{path}: the video stream has no decodable frames")
     tensor, tensor_of = None, None
+    scalers = (VideoReformatter(), VideoReformatter())  # reused: swscale keeps its filters between frames
     try:
         for index, (time, first) in enumerate(zip(plan.times.tolist(), firsts.tolist())):
             while upcoming is not None and (current is None or upcoming[0] <= time + _EPS):
                 current, upcoming = upcoming, next(frames, None)
             if tensor_of is not current:  # one frame can serve several steps (fps > video rate)
-                tensor, tensor_of = _to_tensor(current[1], plan.size), current
+                tensor, tensor_of = _to_tensor(current[1], plan.size, scalers), current
             segment = audio.read(first, length) if audio is not None else np.zeros(length, np.float32)
             yield AVStep(index=index, time=time, frame=tensor, segment=torch.from_numpy(segment))
     finally:
@@ -477,14 +479,42 @@ def _check_complete(path: Path, container: av.container.InputContainer, stream: 
                          f"{indexed:.3f} s: the file is cut short")
 
 
-def _to_tensor(frame: av.VideoFrame, size: tuple[int, int] | None) -> torch.Tensor:
-    """``av.VideoFrame`` -> ``(3, H, W)`` float32 in [0, 1], resized to ``size`` if given."""
-    image = torch.from_numpy(frame.to_ndarray(format="rgb24"))  # (H, W, 3) uint8
-    image = image.permute(2, 0, 1).float().div_(255.0)  # (H, W, 3) -> (3, H, W)
-    if size is not None and tuple(image.shape[1:]) != size:
-        image = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-        image = image.clamp_(0.0, 1.0)
-    return image.contiguous()
+# swscale flags: bilinear (a triangle filter widened by the downscale factor, i.e. antialiased);
+# FULL_CHR_H_INP scales every RGB plane at full width (without it swscale halves the horizontal
+# resolution of the colour difference internally, up to 70/255 off on fine detail); ACCURATE_RND
+# and BITEXACT give the same bytes on every CPU (the C code path, no SIMD approximations).
+_SCALE_FLAGS = (Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INP | Interpolation.ACCURATE_RND
+                | Interpolation.BITEXACT)
+
+
+def _to_tensor(frame: av.VideoFrame, size: tuple[int, int] | None,
+               scalers: tuple[VideoReformatter, VideoReformatter] | None = None) -> torch.Tensor:
+    """``av.VideoFrame`` -> ``(3, H, W)`` float32 in [0, 1], resized to ``size`` if given.
+
+    The frame is converted to planar RGB (``gbrp``) at full size, exactly as ``to_ndarray(
+    format="rgb24")`` converts it, then each plane is resized by swscale with its antialiased
+    bilinear filter: a triangle of half-width ``max(1, in / out)`` input pixels (the filter of
+    ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)`` and PIL's bilinear);
+    when upscaling, plain bilinear. Both steps run in this thread (``threads=1``) on uint8 and
+    never touch torch's thread pool, so the cost does not depend on torch's thread count or on
+    another process holding a core (``bench/resize_speed.py``).
+
+    Compared with ``F.interpolate`` on the float frame, the output is rounded to 1/255 (at most
+    ~0.6/255 off, 0.25/255 on average) except in the outermost one or two rows and columns,
+    where swscale repeats the edge pixel while torch renormalises the cut filter (up to ~11/255
+    there, measured on a photo and a zone plate; ``tests/test_decode.py``).
+
+    ``scalers`` are two reformatters reused across the frames of one stream (swscale keeps its
+    filters between calls); default: fresh ones.
+    """
+    full_scaler, size_scaler = scalers if scalers is not None else (VideoReformatter(), VideoReformatter())
+    rgb = full_scaler.reformat(frame, format="gbrp", threads=1)
+    if size is not None and (rgb.height, rgb.width) != size:
+        rgb = size_scaler.reformat(rgb, width=size[1], height=size[0], interpolation=_SCALE_FLAGS, threads=1)
+    image = rgb.to_ndarray()  # (H, W, 3) uint8, RGB order
+    out = np.empty((3, *image.shape[:2]), np.float32)
+    np.divide(image.transpose(2, 0, 1), np.float32(255.0), out=out)  # (H, W, 3) -> (3, H, W); numpy: one thread
+    return torch.from_numpy(out)
 
 
 def _audio_chunks(path: Path, origin: float, sample_rate: int, seek_to: float,
