@@ -1,6 +1,7 @@
 """`avloc datasets convert`: each layout -> native manifest, boxes in video pixels, videos linked."""
 
 import json
+import logging
 import math
 import wave
 
@@ -36,6 +37,8 @@ def test_flickr_reader_reads_both_spellings_and_refuses_bad_boxes(tmp_path):
     for named in (True, False):
         annotation = read_flickr_xml(_flickr_xml(tmp_path / f"a{named}.xml", boxes, named))
         np.testing.assert_array_equal(annotation.boxes, boxes)
+        # What LVS / EZ-VSL read: int() of the children after the first, or nothing when that is not 4 numbers
+        assert annotation.source_boxes == (None if named else tuple(boxes))
     np.testing.assert_allclose(annotation.boxes_in(512, 128)[0], [20, 10, 200, 100])
     with pytest.raises(AvlocError, match=r"bad\.xml: bbox 1: .* not a box"):
         read_flickr_xml(_flickr_xml(tmp_path / "bad.xml", [(1, 1, 5, 5), (50, 10, 40, 20)]))
@@ -67,6 +70,12 @@ def test_flickr_image_and_audio_become_a_still_video_with_a_consensus_frame(tmp_
     assert record.id == "123" and record.split == "test" and record.label == "unlabelled"
     (frame,) = record.frames
     assert frame.ground_truth == "consensus" and frame.t == pytest.approx(1.0, abs=0.15)
+    assert frame.source_format is None  # the named spelling: the evaluators' reading gives 3 numbers per box
+    _flickr_xml(media / "123.xml", [(0, 0, 128, 128), (64, 64, 192, 192)], named=False)
+    assert main(["datasets", "convert", "flickr", str(media), "--out", str(tmp_path / "native"), "-q"]) == 0
+    (record,) = load_manifest(tmp_path / "native").records
+    assert record.frames[0].source_format == "flickr"
+    assert record.frames[0].source_boxes == ((0, 0, 128, 128), (64, 64, 192, 192))
     np.testing.assert_allclose(frame.boxes[0], [0, 0, 40, 30])  # 256-px grid -> 80 x 60 video
     gt = AnnotatedMap(None, frame, (60, 80), "all").ground_truth((8, 8), "auto")
     assert set(np.unique(gt)) == {0.0, 0.5, 1.0} and gt[3, 3] == 1.0 and gt[0, 0] == 0.5
@@ -141,38 +150,44 @@ def test_audioset_instrument_real_csvs_with_cvat_boxes_rescaled_to_the_video(tmp
 
 
 @pytest.mark.skipif(not (STM.is_dir() and AVE.is_dir()), reason="../shared/data is not available")
-def test_ave_official_split_segments_and_stm_boxes(tmp_path):
+def test_ave_official_split_segments_and_stm_boxes(tmp_path, caplog):
     from avloc.data.ave import read_annotations, read_split
 
     samples = read_annotations(AVE / "Annotations.txt")
     split = read_split(AVE, len(samples))
-    test_row = int(next(r for r in split["test"]
-                        if read_cvat(STM / "annotations/AVE" / samples[r].video_id / "annotations.xml").has_track))
+    test_row = int(next(r for r in split["test"] if (samples[r].start, samples[r].end) != (0, 10)
+                        and read_cvat(STM / "annotations/AVE" / samples[r].video_id / "annotations.xml").has_track))
     train_row = int(split["train"][0])
     source = tmp_path / "ave"
     source.mkdir()
     for name in ("Annotations.txt", "train_order.h5", "val_order.h5", "test_order.h5"):
         (source / name).symlink_to(AVE / name)
-    for row in (test_row, train_row):
+    two_events = [row for row, sample in enumerate(samples) if sample.video_id == "7iIBkME4bSM"]  # test + train
+    for row in (test_row, train_row, two_events[0]):
         make_tone_video(source / f"{samples[row].video_id}.mp4", seconds=10.0, size=32, fps=4)
-    result_code = main(["datasets", "convert", "ave", str(source), "--boxes", str(STM / "annotations/AVE"),
-                        "--out", str(tmp_path / "native"), "--link", "copy", "-q"])
+    with caplog.at_level(logging.WARNING, logger="avloc"):
+        result_code = main(["datasets", "convert", "ave", str(source), "--boxes", str(STM / "annotations/AVE"),
+                            "--out", str(tmp_path / "native"), "--link", "copy", "-q"])
     assert result_code == 0
     records = {r.id: r for r in load_manifest(tmp_path / "native").records}
     test = records[f"{test_row:04d}-{samples[test_row].video_id}"]
     train = records[f"{train_row:04d}-{samples[train_row].video_id}"]
     assert test.split == "test" and train.split == "train" and not train.video.is_symlink()
     assert test.label == samples[test_row].category and train.frames == ()
-    assert [(s.start, s.end) for s in test.segments] == [(samples[test_row].start, samples[test_row].end)]
+    start, end = samples[test_row].start, samples[test_row].end
+    assert [(s.start, s.end) for s in test.segments] == [(start, end)]
     annotation = read_cvat(STM / "annotations/AVE" / samples[test_row].video_id / "annotations.xml")
-    assert len(test.frames) == annotation.frame_count
+    inside = [n for n in range(annotation.frame_count) if start <= n * 10 / annotation.frame_count < end]
+    assert [f.t for f in test.frames] == pytest.approx([n * 10 / annotation.frame_count for n in inside])
     assert any(f.boxes for f in test.frames)
-    # Every 4-fps step of the 10-s test video is scored against its nearest CVAT frame.
-    report = tmp_path / "centre.json"
-    assert main(["eval", "baseline:centre", str(tmp_path / "native"), "--out", str(report), "-q"]) == 0
-    rows = json.loads(report.read_text())["rows"]
-    with_boxes = sum(bool(test.annotation_at((k + 0.5) / 4, 0.125).boxes) for k in range(40))
-    assert rows["all"]["n_frames"] == 40 and rows["all"]["n_gt"] == with_boxes
+    for frame in test.frames:  # the scenario says what the boxes say
+        assert frame.scenario == {0: "off-screen", 1: "single"}.get(len(frame.boxes), "multi-entity")
+    assert f"{STM / 'annotations/AVE'}: 402 CVAT box files match a clip, 0 do not" in caplog.messages
+    # Two-event videos (7iIBkME4bSM among them): the boxes go to the test sample, never to the other one.
+    plane, helicopter = (records[f"{row:04d}-7iIBkME4bSM"] for row in two_events)
+    assert (plane.split, helicopter.split) == ("test", "train") and plane.frames and helicopter.frames == ()
+    assert any("9 samples of videos with several events get no CVAT frames" in m for m in caplog.messages)
+    assert f"annotated frames per split: train 0, val 0, test {len(inside) + len(plane.frames)}" in caplog.messages
 
 
 def test_convert_refuses_unknown_layouts_and_no_videos(tmp_path, capsys):
@@ -208,3 +223,126 @@ def test_converted_dataset_trains_and_evaluates_with_its_own_ground_truth(tmp_pa
     a = union / (1 - union)
     assert auto == pytest.approx((3 * a / 8) / (3 / 8 + a / 2), rel=1e-3)
     assert not math.isclose(auto, union)
+
+
+# ---------------------------------------------------------------------------------------
+# AVE's native layout (Annotations.txt + *_order.h5 + 10-s videos) with CVAT boxes
+
+
+def _ave_folder(root, rows, split, header=False):
+    """An AVE folder: ``rows`` as Annotations.txt lines, ``split`` = {name: row indices}."""
+    import h5py
+
+    root.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"{row}\n" for row in rows)
+    (root / "Annotations.txt").write_text(("Category&VideoID&Quality&StartTime&EndTime\n" if header else "") + text)
+    for name in ("train", "val", "test"):
+        with h5py.File(root / f"{name}_order.h5", "w") as out:
+            out["order"] = np.asarray(split.get(name, []), np.int64)
+    return root
+
+
+def _cvat_file(folder, frames, size=10, width=64, height=64):
+    """A CVAT dump of ``size`` frames; ``frames`` = {frame: [(x1, y1, x2, y2), ...]}, one track per box slot."""
+    slots = max((len(b) for b in frames.values()), default=0)
+    tracks = ""
+    for slot in range(slots):
+        boxes = "".join(f'<box frame="{n}" outside="0" xtl="{b[slot][0]}" ytl="{b[slot][1]}" xbr="{b[slot][2]}" '
+                        f'ybr="{b[slot][3]}"/>' if len(b) > slot else f'<box frame="{n}" outside="1" xtl="0" ytl="0" '
+                        'xbr="1" ybr="1"/>' for n, b in sorted(frames.items()))
+        tracks += f'<track id="{slot}" label="sounding object">{boxes}</track>'
+    folder.mkdir(parents=True)
+    (folder / "annotations.xml").write_text(
+        f"<annotations><meta><task><size>{size}</size><original_size><width>{width}</width><height>{height}</height>"
+        f"</original_size></task><source>{folder.name}.mp4</source></meta>{tracks}</annotations>")
+
+
+def _convert_ave(source, boxes, out, caplog):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="avloc"):
+        code = main(["datasets", "convert", "ave", str(source), "--boxes", str(boxes), "--out", str(out), "-q"])
+    return code, caplog.messages
+
+
+def test_ave_scenarios_come_from_the_boxes_inside_the_event(tmp_path, caplog):
+    """One box = single, several = multi-entity, none inside the event = off-screen; outside it: not scored."""
+    source = _ave_folder(tmp_path / "AVE", ["Dog&aaa&good&2&6", "Cat&bbb&good&0&10", "Cat&ccc&good&0&10"],
+                         {"test": [0, 1], "train": [2]})
+    for name in ("aaa", "bbb", "ccc"):
+        make_tone_video(source / f"{name}.mp4", seconds=10.0, size=32, fps=2)
+    one, two = [(8, 8, 40, 40)], [(8, 8, 20, 20), (30, 30, 60, 60)]
+    _cvat_file(tmp_path / "boxes" / "aaa", {0: one, 3: one, 4: two, 8: two})  # frame n at n s
+    _cvat_file(tmp_path / "boxes" / "bbb", {})  # no track: no visible sounding object
+    code, notes = _convert_ave(source, tmp_path / "boxes", tmp_path / "native", caplog)
+    assert code == 0
+    records = {r.id: r for r in load_manifest(tmp_path / "native").records}
+    aaa, bbb = records["0000-aaa"], records["0001-bbb"]
+    assert [(f.t, f.scenario) for f in aaa.frames] == [(2.0, "off-screen"), (3.0, "single"), (4.0, "multi-entity"),
+                                                      (5.0, "off-screen")]
+    np.testing.assert_allclose(aaa.frames[1].boxes, [[4, 4, 20, 20]])  # 64-px task -> 32-px video
+    assert len(bbb.frames) == 10 and {f.scenario for f in bbb.frames} == {"off-screen"}
+    assert records["0002-ccc"].frames == ()
+    assert any("6 CVAT frames outside their sample's event" in n and "2 of them had boxes" in n for n in notes)
+    assert "annotated frames per split: train 0, val 0, test 14" in notes
+
+
+def test_ave_boxes_folder_one_level_too_high_is_refused_naming_the_right_one(tmp_path, caplog, capsys):
+    source = _ave_folder(tmp_path / "AVE", ["Dog&aaa&good&0&10", "Dog&zzz&good&0&10"], {"test": [0, 1]})
+    make_tone_video(source / "aaa.mp4", seconds=10.0, size=32, fps=1)
+    annotations = tmp_path / "annotations"
+    _cvat_file(annotations / "AVE" / "aaa", {0: [(1, 1, 9, 9)]})
+    _cvat_file(annotations / "AVE" / "unknown", {})
+    _cvat_file(annotations / "AudioSet_Instrument" / "other", {})
+    code, _ = _convert_ave(source, annotations, tmp_path / "native", caplog)
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1 and not (tmp_path / "native" / "manifest.jsonl").exists()
+    assert f"{annotations}: it holds no <video id>/annotations.xml file for a clip" in error
+    assert f"{annotations / 'AVE'} holds 1 that do: pass --boxes {annotations / 'AVE'}" in error
+    code, notes = _convert_ave(source, annotations / "AVE", tmp_path / "native", caplog)
+    assert code == 0
+    assert f"{annotations / 'AVE'}: 1 CVAT box files match a clip, 1 do not (unknown)" in notes
+    assert any("1 test clips have no CVAT file" in n and "0001-zzz" in n for n in notes)
+    with pytest.raises(AvlocError, match="none of its 1 <video id>/annotations.xml files names a clip.*no subfolder"):
+        from avloc.data.convert import convert_dataset
+
+        convert_dataset("ave", source, tmp_path / "o", boxes=annotations / "AudioSet_Instrument", progress=False)
+
+
+def test_ave_header_line_is_skipped_and_the_split_rows_stay_the_same(tmp_path, caplog):
+    from avloc.data.ave import read_annotations
+    from avloc.data.check import check_dataset
+    from avloc.data.sources import load_dataset
+
+    rows = ["Dog&aaa&good&0&10", "Cat&bbb&good&2&5", "Dog&ccc&good&1&3"]
+    split = {"train": [2], "val": [1], "test": [0]}
+    plain = _ave_folder(tmp_path / "plain", rows, split)
+    headed = _ave_folder(tmp_path / "headed", rows, split, header=True)
+    assert read_annotations(headed / "Annotations.txt") == read_annotations(plain / "Annotations.txt")
+    with_header, without = (load_dataset(f, require_videos=False) for f in (headed, plain))
+    assert [(r.id, r.split, r.label, r.segments) for r in with_header.records] == \
+        [(r.id, r.split, r.label, r.segments) for r in without.records]
+    assert [r.id for r in with_header.split("val")] == ["0001-bbb"]
+    assert ("Annotations.txt: header line 'Category&VideoID&Quality&StartTime&EndTime' skipped (row 0 is the first "
+            "data line)") in check_dataset(headed)
+    make_tone_video(headed / "aaa.mp4", seconds=10.0, size=32, fps=1)
+    _cvat_file(tmp_path / "boxes" / "aaa", {0: [(1, 1, 9, 9)]})
+    code, notes = _convert_ave(headed, tmp_path / "boxes", tmp_path / "native", caplog)
+    assert code == 0 and any("header line" in n and "skipped" in n for n in notes)
+
+
+def test_ave_two_event_video_boxes_go_to_its_test_sample_only(tmp_path, caplog):
+    source = _ave_folder(tmp_path / "AVE", ["Fixed-wing aircraft&vvv&good&0&10", "Helicopter&vvv&good&0&10",
+                                            "Dog&www&good&0&10", "Cat&www&good&0&10"],
+                         {"test": [0], "train": [1, 2, 3]})
+    for name in ("vvv", "www"):
+        make_tone_video(source / f"{name}.mp4", seconds=10.0, size=32, fps=1)
+    _cvat_file(tmp_path / "boxes" / "vvv", {n: [(1, 1, 9, 9)] for n in range(10)})
+    _cvat_file(tmp_path / "boxes" / "www", {n: [(1, 1, 9, 9)] for n in range(10)})
+    code, notes = _convert_ave(source, tmp_path / "boxes", tmp_path / "native", caplog)
+    assert code == 0
+    records = {r.id: r for r in load_manifest(tmp_path / "native").records}
+    assert len(records["0000-vvv"].frames) == 10 and records["0001-vvv"].frames == ()
+    assert records["0002-www"].frames == records["0003-www"].frames == ()  # two train samples: whose? neither
+    assert any("3 samples of videos with several events get no CVAT frames" in n and "0001-vvv" in n for n in notes)
+    assert any("1 CVAT files not used" in n and "www" in n for n in notes)
+    assert "annotated frames per split: train 0, val 0, test 10" in notes
