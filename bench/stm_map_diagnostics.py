@@ -29,6 +29,7 @@ from torch import nn
 from avloc.checkpoint import load_checkpoint
 from avloc.data.cache import FeatureCache
 from avloc.data.manifest import load_manifest
+from avloc.evaluate import step_indices
 from avloc.io.decode import probe
 from avloc.localize import normalize, upsample
 from avloc.metrics import ciou, gt_map, pointing_hit
@@ -48,8 +49,9 @@ def single_frames(dataset: str, cache: FeatureCache, split: str) -> list[tuple[n
         if "cross-event" in record.tags:
             continue
         clip, video = cache.read(record.id), probe(record.video)
-        for step, annotation in record.annotated_steps(clip.times, tolerance=0.5 / cache.meta.fps):
-            if annotation.scenario != "single" or not annotation.boxes:
+        steps = step_indices(clip.times, cache.meta.fps, [a.t for a in record.frames], video.duration)
+        for step, annotation in zip(steps, record.frames):
+            if step < 0 or annotation.scenario != "single" or not annotation.boxes:
                 continue
             gt = gt_map(annotation.boxes, (SIZE, SIZE), "union", (video.height, video.width))
             frames.append((record.id, step, gt, record.label))

@@ -12,7 +12,7 @@ from avloc.cli import main
 from avloc.data.cvat import read_cvat
 from avloc.data.flickr import read_flickr_xml
 from avloc.data.manifest import load_manifest
-from avloc.evaluate import AnnotatedMap
+from avloc.protocols import AnnotatedMap, pixel_ground_truth
 from avloc.io.write import write_video
 from avloc.types import AvlocError
 from conftest import SHARED_DATA, make_tone_video
@@ -77,9 +77,9 @@ def test_flickr_image_and_audio_become_a_still_video_with_a_consensus_frame(tmp_
     assert record.frames[0].source_format == "flickr"
     assert record.frames[0].source_boxes == ((0, 0, 128, 128), (64, 64, 192, 192))
     np.testing.assert_allclose(frame.boxes[0], [0, 0, 40, 30])  # 256-px grid -> 80 x 60 video
-    gt = AnnotatedMap(None, frame, (60, 80), "all").ground_truth((8, 8), "auto")
+    gt = pixel_ground_truth(AnnotatedMap(None, frame, (60, 80), "all"), (8, 8), "auto")
     assert set(np.unique(gt)) == {0.0, 0.5, 1.0} and gt[3, 3] == 1.0 and gt[0, 0] == 0.5
-    assert AnnotatedMap(None, frame, (60, 80), "all").ground_truth((8, 8), "union").max() == 1.0
+    assert pixel_ground_truth(AnnotatedMap(None, frame, (60, 80), "all"), (8, 8), "union").max() == 1.0
 
 
 def test_vggss_boxes_scale_to_the_video_and_names_are_matched_with_padding(tmp_path):
@@ -117,7 +117,7 @@ def test_avatar_frames_become_times_scenarios_and_masks(tmp_path):
     assert first.scenario == "single" and empty.scenario == "off-screen" and empty.boxes == ()
     assert first.boxes == ((8.0, 8.0, 24.0, 24.0),) and first.masks == (((8.0, 8.0, 24.0, 8.0, 24.0, 24.0),),)
     assert no_polygon.masks == ()
-    triangle = AnnotatedMap(None, first, (64, 64), "single").ground_truth((64, 64), "auto")
+    triangle = pixel_ground_truth(AnnotatedMap(None, first, (64, 64), "single"), (64, 64), "auto")
     assert 0.4 < triangle.sum() / (16 * 16) < 0.6  # the triangle, not its box
     (source / "vid1" / "x.json").write_text(json.dumps({"original_width": 64, "original_height": 64}))
     with pytest.raises(AvlocError, match=r"x\.json: the file name must be a frame index"):
@@ -188,6 +188,12 @@ def test_ave_official_split_segments_and_stm_boxes(tmp_path, caplog):
     assert (plane.split, helicopter.split) == ("test", "train") and plane.frames and helicopter.frames == ()
     assert any("9 samples of videos with several events get no CVAT frames" in m for m in caplog.messages)
     assert f"annotated frames per split: train 0, val 0, test {len(inside) + len(plane.frames)}" in caplog.messages
+    # Every annotated frame is scored (by the map of the 4-fps step whose interval holds it), not one per step.
+    report = tmp_path / "centre.json"
+    assert main(["eval", "baseline:centre", str(tmp_path / "native"), "--out", str(report), "-q"]) == 0
+    rows = json.loads(report.read_text())["rows"]
+    assert rows["all"]["n_annotated"] == rows["all"]["n_frames"] == len(inside) + len(plane.frames)
+    assert rows["all"]["n_frames"] > 2 * 40  # two 10-s test videos, 40 steps each: denser than the steps
 
 
 def test_convert_refuses_unknown_layouts_and_no_videos(tmp_path, capsys):

@@ -37,7 +37,8 @@ def test_upsample_shape_and_align_corners_false():
     # [0, 1] -> 4 columns; source x = (dst + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25 (clamped)
     out = upsample(torch.tensor([[0.0, 1.0]]), (1, 4))
     assert out.tolist() == [[0.0, 0.25, 0.75, 1.0]]
-    assert torch.allclose(upsample(torch.full((7, 7), 0.3), (5, 9)), torch.full((5, 9), 0.3))
+    # a constant map comes back exactly constant (interpolation would leave float32 round-off)
+    assert torch.equal(upsample(torch.full((4, 6), 0.3304), (224, 224)), torch.full((224, 224), 0.3304))
 
 
 def test_normalize_minmax_constant_and_none():
@@ -45,6 +46,9 @@ def test_normalize_minmax_constant_and_none():
     out = normalize(x)
     assert out[0].tolist() == [[0.0, 0.25], [0.5, 1.0]]  # (x - 1) / 8
     assert out[1].tolist() == [[0.0, 0.0], [0.0, 0.0]]  # constant: zeros, no NaN
+    near = torch.tensor([[0.3304, 0.3304], [0.3304, 0.3304 + 6e-8]])  # round-off, 2e-7 of the magnitude
+    assert normalize(near).abs().max() == 0  # flat: detects nothing
+    assert normalize(torch.tensor([[0.0, 1e-3], [0.0, 0.0]]))[0, 1] == 1  # a real, small signal stays
     assert torch.equal(normalize(x, "none"), x)
     with pytest.raises(AvlocError):
         normalize(torch.tensor([[float("nan"), 1.0]]))
@@ -65,14 +69,15 @@ def test_otsu_bimodal_lands_between_modes():
 
 
 def test_global_threshold_top_percent():
-    # 100 values 0.00..0.99: top 10% = 0.90..0.99, threshold = 11th largest = 0.89
+    # 100 values 0.00..0.99: top 10% = 0.90..0.99, threshold = the 10th largest = 0.90, on = >= 0.90
     values = np.arange(100) / 100
     maps = [values[:40].reshape(4, 10), values[40:].reshape(6, 10)]  # different sizes
     t = global_threshold(maps, 10.0)
-    assert t == pytest.approx(0.89)
-    assert sum(int((m > t).sum()) for m in maps) == 10
-    # ties at the top: nothing strictly above the max
+    assert t == 0.9
+    assert sum(int((m >= t).sum()) for m in maps) == 10
+    # ties at the top are all on: a flat map is wholly at its threshold
     assert global_threshold(torch.ones(2, 5), 10.0) == 1.0
+    assert global_threshold(np.arange(11.0), 10.0) == 9.0  # k = ceil(1.1) = 2
     with pytest.raises(AvlocError):
         global_threshold(maps, 100.0)
 

@@ -48,11 +48,6 @@ def test_loads_records_classes_and_annotations(tmp_path):
     # Step labels: segments decide; outside every segment is background; no segments -> video label.
     assert a.label_at(1.0) == BACKGROUND and a.label_at(2.0) == "dog" and a.label_at(10.5) == BACKGROUND
     assert dataset.records[1].label_at(3.0) == "cat"
-    assert a.annotation_at(2.2, tolerance=0.125).t == 2.125
-    assert a.annotation_at(1.0, tolerance=0.125) is None
-    # Scored steps: one per annotated frame; a frame halfway between two steps goes to the earlier.
-    assert [(k, f.t) for k, f in a.annotated_steps([0.125, 2.0, 2.25], tolerance=0.125)] == [(0, 0.125), (1, 2.125)]
-    assert a.annotated_steps([2.1, 2.12, 3.0], tolerance=0.125) == [(1, a.frames[1])]
 
 
 def test_write_manifest_round_trips(tmp_path):

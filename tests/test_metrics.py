@@ -208,33 +208,33 @@ def test_localization_meter_global_threshold_golden():
     b[3, 1:] = [0.35, 0.85, 0.95]
     meter.update(a, gt_boxes=[[0, 0, 2, 1]], scenario="single")  # g = the 0.9 and 0.8 pixels
     meter.update(b, gt_boxes=[], scenario="off-screen")
-    # 32 pixels, k = floor(3.2) = 3: above 0.8 lie 0.95, 0.9, 0.85
-    assert meter.global_threshold() == pytest.approx(global_threshold([a, b], 10.0)) == pytest.approx(0.8)
+    # 32 pixels, k = ceil(3.2) = 4: the 4th largest is 0.8 (0.95, 0.9, 0.85, 0.8); on = >= 0.8
+    assert meter.global_threshold() == global_threshold([a, b], 10.0) == 0.8
     rows = meter.summary()
-    assert rows["all"]["threshold"] == pytest.approx(0.8)
-    assert rows["single"]["ciou_at"] == pytest.approx(1 / 2)  # only 0.9 above: 1 / (2 + 0)
-    assert rows["off-screen"]["tn_rate"] == pytest.approx(14 / 16)  # 0.95, 0.85 above
+    assert rows["all"]["threshold"] == 0.8
+    assert rows["single"]["ciou_at"] == 1.0  # 0.9 and 0.8 on: 2 / (2 + 0)
+    assert rows["off-screen"]["tn_rate"] == 14 / 16  # 0.95, 0.85 on
     json.dumps(rows, allow_nan=False)
-    with pytest.raises(AvlocError):
-        meter.update(a * 2, gt_boxes=[])  # outside value_range
 
 
-def test_localization_meter_global_matches_exact_computation():
+def test_localization_meter_global_matches_a_float64_reference():
     rng = np.random.default_rng(3)
     preds = [rng.random((12, 16)) for _ in range(6)]
     boxes = [[[2, 1, 9, 7]], [[0, 0, 5, 5], [8, 4, 16, 12]], [], [[3, 3, 4, 4]], [], [[1, 2, 15, 11]]]
-    meter = LocalizationMeter("global", top_percent=10.0, bins=100_000, tn_rule="frame", tn_tolerance=0.05)
+    meter = LocalizationMeter("global", top_percent=10.0, tn_rule="frame", tn_tolerance=0.05)
     for pred, box in zip(preds, boxes):
         meter.update(pred, gt_boxes=box)
-    tau = global_threshold(preds, 10.0)
-    gts = [gt_map(box, (12, 16)) for box in boxes]
-    cious = [ciou(p, g, tau) for p, g in zip(preds, gts) if g.sum() > 0]
-    negatives = [p for p, g in zip(preds, gts) if g.sum() == 0]
+    values = np.sort(np.concatenate([p.ravel() for p in preds]))[::-1]
+    tau = values[int(np.ceil(0.1 * values.size)) - 1]  # the k-th largest, k = ceil(10% of 1152) = 116
+    gts = [gt_map(box, (12, 16)).numpy() for box in boxes]
+    cious = [g[p >= tau].sum() / (g.sum() + ((p >= tau) & (g == 0)).sum()) for p, g in zip(preds, gts) if g.sum()]
+    negatives = [np.mean(p >= tau) <= 0.05 for p, g in zip(preds, gts) if g.sum() == 0]
     row = meter.summary()["all"]
-    assert row["threshold"] == pytest.approx(tau, abs=1e-5)
-    assert row["ciou_at"] == pytest.approx(np.mean(cious))
-    assert row["auc"] == pytest.approx(success_auc(cious))
-    assert row["tn_rate"] == pytest.approx(true_negative_rate(negatives, tau, "frame", 0.05))
+    assert row["threshold"] == tau
+    assert row["ciou_at"] == pytest.approx(np.mean(cious), abs=1e-12)
+    assert row["auc"] == pytest.approx(np.trapezoid([np.mean(np.array(cious) >= 0.05 * k) for k in range(21)],
+                                                    [0.05 * k for k in range(21)]), abs=1e-12)
+    assert row["tn_rate"] == pytest.approx(np.mean(negatives))
     assert row["n_gt"] == 4 and row["n_negative"] == 2
 
 
@@ -256,18 +256,6 @@ def test_pointing_game_by_hand():
     meter.update(miss, gt_map=np.zeros((4, 4)), scenario="off-screen")
     rows = meter.summary()
     assert rows["single"]["pointing"] == 0.5 and rows["off-screen"]["pointing"] is None
-
-
-def test_median_threshold_is_per_frame_lvs_protocol():
-    # Frame 1: median of {0.1, 0.4, 0.6, 0.9} = 0.5 -> A = {0.9, 0.6}; gt = {0.9}: cIoU = 1 / (1 + 1).
-    # Frame 2: median of {0, 0, 0.2, 1} = 0.1 -> A = {0.2, 1}; gt = {0.2, 1}: cIoU = 2 / 2.
-    meter = LocalizationMeter("median")
-    meter.update(np.array([[0.1, 0.9], [0.4, 0.6]]), gt_map=np.array([[0, 1], [0, 0]]))
-    meter.update(np.array([[0.0, 0.0], [0.2, 1.0]]), gt_map=np.array([[0, 0], [1, 1]]))
-    row = meter.summary()["all"]
-    assert row["ciou_at"] == pytest.approx(0.75) and row["ap50"] == 1.0 and row["threshold"] == "median"
-    with pytest.raises(AvlocError, match="'median' or 'global'"):
-        LocalizationMeter("mean")
 
 
 def test_polygon_map_pixel_centres_and_scaling():

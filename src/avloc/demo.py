@@ -6,21 +6,19 @@ import os
 import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from avloc.data.manifest import load_manifest
 from avloc.data.synth import generate_dataset
 from avloc.data.synth_scenes import RECIPES, recipe_of
-from avloc.evaluate import AnnotatedMap, Protocol, score_maps
+from avloc.evaluate import annotated_maps, build_report, class_targets, second_predictions
+from avloc.metrics import ClassificationMeter
+from avloc.protocols import PROTOCOLS
 from avloc.inference import load_trained
 from avloc.io.decode import probe
 from avloc.localize_video import Localization, localize_video
 from avloc.models.blocks import check_choice
 from avloc.types import AvlocError
-
-SCENARIO_TAG = "cross-event"
-
 
 def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "single", seconds: float = 10.0,
              model: str = "default", progress: bool = True) -> tuple[Localization, dict]:
@@ -42,21 +40,13 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
     dataset = generate_dataset(out / "clips", clips=index + 1, seed=seed, seconds=seconds, workers=1, progress=False)
     record = load_manifest(dataset).records[index]
     result = localize_video(record.video, out, model=model, progress=progress)
-    row = SCENARIO_TAG if SCENARIO_TAG in record.tags else None
     video = probe(record.video)
-    frames = []
-    for step, annotation in record.annotated_steps(result.times, tolerance=0.5 / result.fps):
-        frames.append(AnnotatedMap(torch.from_numpy(result.heatmaps[step]), annotation, (video.height, video.width),
-                                   row or annotation.scenario or "unlabelled"))
-    protocol = Protocol()
-    predicted = result.probabilities.argmax(axis=1)
-    targets = [result.classes.index(record.label_at(float(t))) for t in result.times]
-    report = {
-        "source": f"{model} model on synthetic clip {record.id} (seed {seed}, {'/'.join(record.tags)})",
-        "split": "its annotated frames",
-        "n_clips": 1,
-        "rows": score_maps(frames, protocol),
-        "segment_accuracy": float((predicted == np.asarray(targets)).mean()),
-        "protocol": {"description": protocol.describe()},
-    }
+    frames, unscored = annotated_maps(record, torch.from_numpy(result.heatmaps), result.times, result.fps,
+                                      (video.height, video.width), video.duration)
+    steps, segments = ClassificationMeter(), ClassificationMeter()
+    steps.update(result.probabilities.argmax(axis=1), class_targets(record, result.times, result.classes, out))
+    seconds, predicted = second_predictions(result.probabilities, result.times)
+    segments.update(predicted, class_targets(record, seconds + 0.5, result.classes, out))
+    source = f"{model} model on synthetic clip {record.id} (seed {seed}, {'/'.join(record.tags)})"
+    report = build_report(source, "its annotated frames", 1, frames, unscored, PROTOCOLS["stm"], segments, steps)
     return result, report

@@ -2,30 +2,32 @@
 
 Two passes. Pass 1 runs the model over every clip of the split (features from the cache,
 or decoded and encoded from the videos) and keeps the low-resolution heat map of every
-annotated frame. Pass 2 scores them under two protocols, printed with the numbers:
-
-- **STM / LVS (per frame)**: the map is upsampled bilinearly to ``size`` x ``size``,
-  min-max normalised, and thresholded at 0.5: mean cIoU@0.5, AP50 (share of frames with
-  cIoU >= 0.5), AUC of the success rate over cIoU thresholds 0, 0.05, ..., 1, and IoU@0.5
-  of the boxes from Otsu + contours against the ground-truth boxes; pointing game (share of
-  frames whose map maximum lies inside a ground-truth box).
-- **AVATAR (global)**: the raw maps (no per-frame normalisation; divided by one constant,
-  the split's maximum, which changes no ranking) are thresholded at the value above which
-  the top 10% of all pixels of the split lie; TN% is measured on frames whose ground truth
-  has no box (see :func:`avloc.metrics.true_negative_rate` for the rule).
+step. Every annotated frame is scored by the map of the step whose interval holds the
+frame's time: step ``k`` at ``t_k`` covers ``[t_k - 0.5 / fps, t_k + 0.5 / fps)`` (the first
+step from the clip's start, the last to the video's end; a frame on a boundary goes to the
+later step). That is the rule the ``avloc localize`` overlay draws by, and every annotated
+frame is scored, however dense the annotation (AVE's CVAT boxes: one per video frame). Pass
+2 scores the maps under a protocol (:mod:`avloc.protocols`), printed with the numbers.
 
 Rows: a frame counts toward its annotated scenario, except that every frame of a clip
 tagged ``cross-event`` counts toward the ``cross-event`` row instead; ``all`` holds every
-frame. Ground-truth boxes (original video pixels) are rasterised on the ``size`` grid.
+frame. Each row gives the annotated frames and the frames scored; a difference is a warning
+with its reason.
+
+Event classes: ``segment_accuracy`` is AVE's, per 1-s segment: the steps whose time falls
+in second ``s`` are combined by the mean of their softmax probabilities, and the argmax is
+compared with the label at ``s + 0.5``; ``step_accuracy`` is the same per model step.
 Baselines (``baseline:random``, ``baseline:centre``) replace the model by a map of uniform
 noise (8 x 8, upsampled) or by the centred box of half the frame's width and height.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,70 +37,18 @@ from tqdm import tqdm
 from avloc.atomic import atomic_path
 from avloc.cross_modal import cross_modal_accuracy
 from avloc.data.cache import CacheMeta
-from avloc.data.manifest import ClipRecord, FrameAnnotation
+from avloc.data.manifest import ClipRecord
 from avloc.data.sources import load_dataset, open_features
 from avloc.data.windows import FeatureWindows
 from avloc.extract import encode_clip
 from avloc.inference import load_trained
 from avloc.io.decode import frame_times, iter_steps, probe
-from avloc.localize import boxes_from_map, normalize, upsample
-from avloc.metrics import ClassificationMeter, LocalizationMeter, annotation_map
+from avloc.metrics import ClassificationMeter
+from avloc.protocols import PROTOCOLS, AnnotatedMap, Protocol, score_maps
 from avloc.types import AvlocError, FeatureShapeError
 
-MAX_MAP_SIZE = 4096  # maps are upsampled to size x size floats, one frame at a time
 SCENARIO_ROWS = ("single", "mixed", "multi-entity", "off-screen", "cross-event", "all")
 BASELINES = ("random", "centre")
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How maps become numbers; printed and stored with every result."""
-
-    size: int = 256  # maps are upsampled to size x size; boxes rasterised on that grid
-    threshold: float | str = 0.5  # per-frame, on min-max maps (strict >), or "median" of each map
-    gt_convention: str = "auto"  # the frame's own rule (manifest "ground_truth"), else union; or
-    # "union", "enclosing" (the STM authors'), "consensus" (Flickr-SoundNet) for every frame
-    box_mode: str = "enclosing"  # Otsu + contours -> one enclosing box, or "per-contour"
-    matching: str = "enclosing"  # how several boxes are compared for IoU@0.5
-    top_percent: float = 10.0  # AVATAR's global threshold for TN%
-
-    def __post_init__(self) -> None:
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or not 1 <= self.size <= MAX_MAP_SIZE:
-            raise AvlocError(f"the map size (--size) must be 1 to {MAX_MAP_SIZE} pixels, got {self.size!r}")
-
-    def describe(self) -> str:
-        return (
-            f"maps upsampled (bilinear) to {self.size}x{self.size}; cIoU/AP50/AUC: per-frame min-max, "
-            f"threshold > {'the map median' if self.threshold == 'median' else self.threshold}, "
-            f"ground truth = {GT_DESCRIPTIONS[self.gt_convention]}, polygons where given; "
-            f"IoU@0.5: Otsu + contours, {self.box_mode} box(es), {self.matching} matching; "
-            f"TN%: raw maps, global top-{self.top_percent:g}% threshold over the split, frames without boxes"
-        )
-
-
-GT_DESCRIPTIONS = {
-    "auto": "each frame's own rule (union of boxes unless the dataset names one)",
-    "union": "union of boxes",
-    "enclosing": "enclosing box of the boxes",
-    "consensus": "consensus of boxes (sum / 2, clipped at 1)",
-}
-
-
-@dataclass
-class AnnotatedMap:
-    """One annotated frame's raw heat map, its ground truth, and the table row it counts toward."""
-
-    heatmap: torch.Tensor  # (h, w) raw map at feature resolution
-    annotation: FrameAnnotation  # ground truth in original pixels
-    original_size: tuple[int, int]
-    row: str
-
-    def ground_truth(self, size: tuple[int, int], convention: str) -> np.ndarray:
-        """``(H, W)`` ground-truth map under ``convention`` ("auto": the frame's own rule)."""
-        if convention == "auto":
-            convention = self.annotation.ground_truth or "union"
-        gt = annotation_map(self.annotation.boxes, size, convention, self.original_size, self.annotation.masks)
-        return gt.numpy().astype(np.float64)
 
 
 class _Predictor:
@@ -155,90 +105,149 @@ class _Predictor:
         return centre
 
 
+def annotated_maps(record: ClipRecord, heatmaps: torch.Tensor, times: np.ndarray, fps: float,
+                   original_size: tuple[int, int], duration: float | None = None
+                   ) -> tuple[list[AnnotatedMap], list[tuple[str, str]]]:
+    """Every annotated frame of ``record`` with the map of the step whose interval holds it.
+
+    Args:
+        record: the clip, its ``frames`` the annotations.
+        heatmaps: ``(T, h, w)`` maps of the steps at ``times``.
+        times: ``(T,)`` step times in seconds, ``1 / fps`` apart.
+        fps: steps per second.
+        original_size: ``(H0, W0)`` of the video (the boxes' pixels).
+        duration: the video's length; the last step's interval reaches to it (default: the
+            last step's own interval).
+
+    Returns:
+        The frames to score, and ``(row, reason)`` for each annotated frame outside every
+        step's interval (before the clip's first step or after the video's end).
+    """
+    forced_row = "cross-event" if "cross-event" in record.tags else None
+    step_maps = heatmaps.unbind(0)  # (T, h, w) -> T x (h, w): frames of one step share its map
+    steps = step_indices(times, fps, [annotation.t for annotation in record.frames], duration)
+    frames, unscored = [], []
+    for annotation, step in zip(record.frames, steps):
+        row = forced_row or annotation.scenario or "unlabelled"
+        if step < 0:
+            unscored.append((row, "the frame's time lies outside the video's steps"))
+        else:
+            frames.append(AnnotatedMap(step_maps[step], annotation, original_size, row))
+    return frames, unscored
+
+
+def step_indices(times: np.ndarray, fps: float, moments: Sequence[float], duration: float | None = None
+                 ) -> np.ndarray:
+    """The step whose interval holds each moment (seconds), -1 outside every interval.
+
+    Step ``k`` at ``times[k]`` covers ``[times[k] - 0.5 / fps, times[k] + 0.5 / fps)``; the last
+    one reaches to ``duration`` when that is later; a moment on a boundary goes to the later step.
+    """
+    times = np.asarray(times, dtype=np.float64)  # (T,)
+    moments = np.asarray(moments, dtype=np.float64)  # (M,)
+    if not len(times):
+        return np.full(len(moments), -1, dtype=np.int64)
+    begin = times[0] - 0.5 / fps
+    end = max(times[-1] + 0.5 / fps, duration or 0.0)
+    boundaries = (times[1:] + times[:-1]) / 2  # (T - 1,) between consecutive steps
+    steps = np.searchsorted(boundaries, moments, side="right")  # (M,)
+    inside = (moments >= begin - 1e-9) & (moments <= end + 1e-9)
+    return np.where(inside, steps, -1)
+
+
+def second_predictions(probabilities: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AVE's per-segment prediction: the mean class probabilities of the steps in each whole second.
+
+    Args:
+        probabilities: ``(T, K)`` step class probabilities (softmax of the logits).
+        times: ``(T,)`` step times in seconds.
+
+    Returns:
+        ``(seconds (S,), predicted class (S,))`` for the seconds that hold at least one step.
+    """
+    second_of_step = np.floor(np.asarray(times, dtype=np.float64) + 1e-9).astype(np.int64)  # (T,)
+    seconds = np.unique(second_of_step)
+    predicted = np.array([probabilities[second_of_step == s].mean(axis=0).argmax() for s in seconds], dtype=np.int64)
+    return seconds, predicted
+
+
+def class_targets(record: ClipRecord, moments: np.ndarray, classes: Sequence[str], dataset: str | os.PathLike
+                  ) -> np.ndarray:
+    """Class indices of the labels at ``moments`` (seconds); a label the model lacks is an error."""
+    labels = [record.label_at(float(t)) for t in moments]
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise AvlocError(f"{dataset}: clip {record.id!r} is labelled {', '.join(unknown)}, a class the model "
+                         f"was not trained on (it knows {len(classes)}: "
+                         f"{', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})")
+    return np.asarray([classes.index(label) for label in labels], dtype=np.int64)
+
+
+def build_report(source: str, split: str, n_clips: int, frames: list[AnnotatedMap],
+                 unscored: Sequence[tuple[str, str]], protocol: Protocol, segments: ClassificationMeter,
+                 steps: ClassificationMeter) -> dict:
+    """The JSON report shared by ``avloc eval`` and ``avloc demo``."""
+    scored = score_maps(frames, protocol, unscored) if frames or unscored else None
+    return {
+        "source": source,
+        "split": split,
+        "n_clips": n_clips,
+        "rows": scored.rows if scored else {},
+        "warnings": scored.warnings if scored else [],
+        "segment_accuracy": segments.summary()["accuracy"],
+        "n_segments": segments.total,
+        "step_accuracy": steps.summary()["accuracy"],
+        "n_steps": steps.total,
+        "protocol": {**asdict(protocol), "description": protocol.describe()},
+    }
+
+
 def evaluate(
     source: str | os.PathLike,
     dataset: str | os.PathLike,
     split: str = "test",
     features: str | None = None,
-    protocol: Protocol = Protocol(),
+    protocol: Protocol = PROTOCOLS["stm"],
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict:
     """Score ``source`` (a checkpoint path, or ``baseline:random`` / ``baseline:centre``) on a split.
 
-    Returns a JSON-serialisable report: ``rows`` (per scenario), ``segment_accuracy``,
-    ``protocol`` (its fields and a description), ``source``, ``split``, ``n_clips``.
+    Returns a JSON-serialisable report (:func:`build_report`): ``rows`` (per scenario, with
+    annotated and scored frame counts), ``warnings``, ``segment_accuracy`` / ``n_segments``
+    (per 1-s segment), ``step_accuracy`` / ``n_steps``, ``protocol`` (its fields and a
+    description), ``source``, ``split``, ``n_clips``.
     """
     records = load_dataset(dataset, require_videos=features is None).split(split)
     if not records:
         raise AvlocError(f"{dataset}: the {split} split is empty")
     predictor = _Predictor(str(source), features, torch.device(device))
-    frames, segments = [], ClassificationMeter()
+    frames, unscored, segments, steps = [], [], ClassificationMeter(), ClassificationMeter()
     for record in tqdm(records, desc=f"eval {split}", unit="clip", disable=not progress):
         # Features stand in for a missing video (e.g. AVE's precomputed ones): nothing to probe.
         original = None if predictor.cache is not None and not record.video.is_file() else probe(record.video)
         heatmaps, logits, times = predictor(record, None if original is None else original.duration)
-        row = "cross-event" if "cross-event" in record.tags else None
-        for step, annotation in record.annotated_steps(times, tolerance=0.5 / predictor.fps):
+        if record.frames:
             if original is None:
                 raise AvlocError(f"{record.video}: no such file (its frame size is needed to score the boxes)")
-            frames.append(AnnotatedMap(heatmaps[step], annotation, (original.height, original.width),
-                                       row or annotation.scenario or "unlabelled"))
-        if logits is not None:
-            labels = [record.label_at(float(t)) for t in times]
-            unknown = sorted(set(labels) - set(predictor.classes))
-            if unknown:
-                raise AvlocError(f"{dataset}: clip {record.id!r} is labelled {', '.join(unknown)}, a class the model "
-                                 f"was not trained on (it knows {len(predictor.classes)}: "
-                                 f"{', '.join(predictor.classes[:5])}{', ...' if len(predictor.classes) > 5 else ''})")
-            targets = [predictor.classes.index(label) for label in labels]
-            segments.update(logits.argmax(-1).numpy(), np.asarray(targets))
-    if not frames and not segments.total:
+            clip_frames, clip_unscored = annotated_maps(record, heatmaps, times, predictor.fps,
+                                                        (original.height, original.width), original.duration)
+            frames += clip_frames
+            unscored += clip_unscored
+        if logits is not None and len(times):
+            steps.update(logits.argmax(-1).numpy(), class_targets(record, times, predictor.classes, dataset))
+            seconds, predicted = second_predictions(torch.softmax(logits.double(), -1).numpy(), times)
+            segments.update(predicted, class_targets(record, seconds + 0.5, predictor.classes, dataset))
+    if not frames and not unscored and not steps.total:
         raise AvlocError(f"{dataset}: no annotated frames in the {split} split (manifest 'frames') and no class "
                          "scores from the model: nothing to score")
-    rows = score_maps(frames, protocol) if frames else {}  # e.g. AVE: segment labels, no boxes
-    return {
-        "source": str(source),
-        "split": split,
-        "n_clips": len(records),
-        "rows": rows,
-        "segment_accuracy": segments.summary()["accuracy"],
-        "protocol": {**asdict(protocol), "description": protocol.describe()},
-    }
-
-
-def score_maps(frames: list[AnnotatedMap], protocol: Protocol) -> dict:
-    """The metrics of ``frames`` under ``protocol``, one row per scenario (see the module docstring)."""
-    size = (protocol.size, protocol.size)
-    per_frame = LocalizationMeter(protocol.threshold, matching=protocol.matching)
-    scale = max(float(frame.heatmap.max()) for frame in frames) or 1.0
-    avatar = LocalizationMeter("global", top_percent=protocol.top_percent)
-    for frame in frames:
-        raw = upsample(frame.heatmap, size)  # (h, w) -> (H, W)
-        normalised = normalize(raw)
-        pred_boxes = boxes_from_map(normalised, mode=protocol.box_mode)
-        boxes = np.asarray(frame.annotation.boxes, dtype=np.float64).reshape(-1, 4)  # (N, 4), N may be 0
-        gt = frame.ground_truth(size, protocol.gt_convention)
-        per_frame.update(normalised, gt_boxes=boxes, gt_map=gt, pred_boxes=pred_boxes, scenario=frame.row,
-                         from_size=frame.original_size)
-        avatar.update((raw / scale).clamp(0, 1), gt_map=gt, scenario=frame.row)
-    rows, tn_rows = per_frame.summary(), avatar.summary()
-    for name, row in rows.items():
-        row["tn_rate"] = tn_rows[name]["tn_rate"]
-        row["tn_threshold"] = tn_rows[name]["threshold"]
-    return rows
-
-
-PROTOCOLS = {
-    "stm": Protocol(),  # the STM paper: 256 px, threshold 0.5
-    "lvs": Protocol(size=224, threshold="median"),  # LVS / EZ-VSL scripts: 224 px, per-map median
-}
+    return build_report(str(source), split, len(records), frames, unscored, protocol, segments, steps)
 
 
 def format_table(report: dict) -> str:
-    """The report as a fixed-width table with the protocol underneath."""
-    header = (f"{'scenario':<13} {'frames':>6} {'cIoU@0.5':>9} {'AP50':>6} {'AUC':>6} {'IoU@0.5':>8} "
-              f"{'TN%':>6} {'point':>6}")
+    """The report as a fixed-width table, then the event accuracy, the warnings and the protocol."""
+    header = (f"{'scenario':<13} {'annotated':>9} {'scored':>7} {'cIoU@0.5':>9} {'AP50':>6} {'AUC':>6} "
+              f"{'IoU@0.5':>8} {'TN%':>6} {'point':>6}")
     lines = [f"{report['source']} on {report['split']} ({report['n_clips']} clips)", header, "-" * len(header)]
     rows = report["rows"]
     if not rows:  # e.g. AVE: per-second labels, no boxes
@@ -252,12 +261,29 @@ def format_table(report: dict) -> str:
                 return f"{'-':>{width}}"
             return f"{100 * value:>{width}.1f}" if percent else f"{value:>{width}.3f}"
 
-        lines.append(f"{name:<13} {row['n_frames']:>6d} {cell('ciou_at', 9)} {cell('ap50', 6)} {cell('auc', 6)} "
-                     f"{cell('iou_at_0.5', 8)} {cell('tn_rate', 6, percent=True)} {cell('pointing', 6)}")
-    accuracy = report["segment_accuracy"]
-    lines.append(f"segment accuracy: {'-' if accuracy is None else f'{accuracy:.3f}'}")
+        lines.append(f"{name:<13} {row['n_annotated']:>9d} {row['n_frames']:>7d} {cell('ciou_at', 9)} "
+                     f"{cell('ap50', 6)} {cell('auc', 6)} {cell('iou_at_0.5', 8)} {cell('tn_rate', 6, percent=True)} "
+                     f"{cell('pointing', 6)}")
+    for name, count in (("segment", "n_segments"), ("step", "n_steps")):
+        accuracy = report[f"{name}_accuracy"]
+        if accuracy is not None:
+            unit = "1-s segments (AVE's)" if name == "segment" else "model steps"
+            lines.append(f"{name} accuracy: {accuracy:.3f} over {report[count]} {unit}")
+    lines += [f"warning: {warning}" for warning in report["warnings"]]
     lines.append(f"protocol: {report['protocol']['description']}")
     return "\n".join(lines)
+
+
+def default_report_path(source: str | os.PathLike, dataset: str | os.PathLike, split: str, protocol: str) -> Path:
+    """``eval-<model>-<dataset>-<hash>-<split>-<protocol>.json``: beside the checkpoint, or in the
+    current folder for a baseline. The dataset's name and a hash of its resolved path keep the
+    reports of different datasets (and protocols) apart."""
+    folder = Path(dataset).resolve()
+    tag = f"{folder.name}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}-{split}-{protocol}"
+    source = str(source)
+    if source.startswith("baseline:"):
+        return Path(f"eval-{source.replace(':', '-')}-{tag}.json")
+    return Path(source).with_name(f"eval-{Path(source).stem}-{tag}.json")
 
 
 def write_report(report: dict, path: str | os.PathLike) -> Path:

@@ -25,7 +25,8 @@ Pixel convention, used here and by :mod:`avloc.metrics`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import cv2
@@ -37,6 +38,8 @@ from torchvision.ops import nms
 from avloc.types import AvlocError
 
 ArrayLike = torch.Tensor | np.ndarray
+FLAT_TOLERANCE = 1e-6  # relative range below which a map is flat (see is_flat)
+OTSU_FLOOR = 0.5  # the STM authors' box helper zeroes normalised values below 0.5 before Otsu
 
 
 def _as_tensor(x: ArrayLike | Sequence, name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -89,34 +92,57 @@ def _check_size(size: Sequence[int], name: str = "size") -> tuple[int, int]:
 # Maps
 
 
-def upsample(heatmap: ArrayLike, size: Sequence[int]) -> torch.Tensor:
+def upsample(heatmap: ArrayLike, size: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Bilinear resize of heat maps to ``size``.
 
     Uses ``align_corners=False`` (pixel centres, as ``cv2.resize`` and PIL do), so the
-    result does not shift by half a pixel relative to the frame.
+    result does not shift by half a pixel relative to the frame. A map whose values are all
+    equal comes back filled with exactly that value: interpolation would otherwise leave
+    round-off (~6e-8 on a float32 map of 0.33) that min-max normalisation or a global
+    threshold would read as structure.
 
     Args:
         heatmap: ``(..., h, w)`` heat maps at feature resolution.
         size: ``(H, W)`` target size, usually the evaluation frame size (e.g. 256x256).
+        dtype: computation and output dtype (float64 for metrics computed exactly).
 
     Returns:
-        ``(..., H, W)`` float32.
+        ``(..., H, W)`` maps of ``dtype``.
     """
-    x = _as_tensor(heatmap, "heatmap")
+    x = _as_tensor(heatmap, "heatmap", dtype)
     if x.ndim < 2:
         raise AvlocError(f"heatmap: expected shape (..., h, w), got {tuple(x.shape)}")
     height, width = _check_size(size)
     lead = x.shape[:-2]
     flat = x.reshape(-1, 1, *x.shape[-2:])  # (..., h, w) -> (N, 1, h, w)
     out = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
+    low, high = flat.amin(dim=(-2, -1), keepdim=True), flat.amax(dim=(-2, -1), keepdim=True)  # (N, 1, 1, 1) each
+    out = torch.where(low == high, low.expand_as(out), out)
     return out.reshape(*lead, height, width)  # (N, 1, H, W) -> (..., H, W)
+
+
+def is_flat(heatmap: ArrayLike) -> torch.Tensor:
+    """Whether each ``(H, W)`` map of ``(..., H, W)`` says nothing: its range is negligible.
+
+    A map is flat when ``max - min <= FLAT_TOLERANCE * max(|max|, |min|)`` (all-zero maps
+    included). Float32 rounding leaves a few units in the last place (1.2e-7 relative each)
+    on a map that should be constant, e.g. after bilinear upsampling; min-max normalisation
+    would stretch that round-off to the full [0, 1] and make a map that says nothing
+    "detect" a region. Returns a ``(...)`` bool tensor.
+    """
+    x = _as_tensor(heatmap, "heatmap", torch.float64)
+    if x.ndim < 2:
+        raise AvlocError(f"heatmap: expected shape (..., H, W), got {tuple(x.shape)}")
+    low, high = x.amin(dim=(-2, -1)), x.amax(dim=(-2, -1))  # (...) each
+    return (high - low) <= FLAT_TOLERANCE * torch.maximum(high.abs(), low.abs())
 
 
 def normalize(heatmap: ArrayLike, mode: Literal["minmax", "none"] = "minmax") -> torch.Tensor:
     """Per-map normalisation of ``(..., H, W)`` maps.
 
-    ``"minmax"`` maps each ``(H, W)`` map to [0, 1] by ``(x - min) / (max - min)``; a
-    constant map becomes all zeros (no NaN). ``"none"`` returns the maps unchanged (as
+    ``"minmax"`` maps each ``(H, W)`` map to [0, 1] by ``(x - min) / (max - min)``; a flat
+    map (:func:`is_flat`) becomes all zeros: it detects nothing (no pixel above any
+    threshold, no box, no pointing hit). ``"none"`` returns the maps unchanged (as
     float32), e.g. for the global-threshold protocol on raw similarities.
     """
     x = _as_tensor(heatmap, "heatmap")
@@ -130,8 +156,9 @@ def normalize(heatmap: ArrayLike, mode: Literal["minmax", "none"] = "minmax") ->
         raise AvlocError(f"normalize: unknown mode {mode!r}; expected 'minmax' or 'none'")
     low = x.amin(dim=(-2, -1), keepdim=True)  # (..., 1, 1)
     span = x.amax(dim=(-2, -1), keepdim=True) - low  # (..., 1, 1)
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    return torch.where(span > 0, (x - low) / safe, torch.zeros_like(x))
+    flat = is_flat(x)[..., None, None]  # (...) -> (..., 1, 1)
+    safe = torch.where(flat, torch.ones_like(span), span)
+    return torch.where(flat, torch.zeros_like(x), (x - low) / safe)
 
 
 def otsu_threshold(heatmap: ArrayLike) -> float:
@@ -154,33 +181,73 @@ def otsu_threshold(heatmap: ArrayLike) -> float:
 
 
 def global_threshold(maps: ArrayLike | Sequence[ArrayLike], top_percent: float = 10.0) -> float:
-    """The threshold above which the top ``top_percent`` % of all pixels of all maps lie.
+    """The global top-``top_percent`` % threshold of all pixels of all maps (AVATAR).
 
-    AVATAR's protocol (Off-screen aware): one threshold per model, from the pixel values of
-    all labelled frames together, instead of 0.5 on per-frame min-max maps. With ``n``
-    pixels in all and ``k = floor(top_percent * n / 100)``, the threshold is the smallest
-    pixel value ``t`` with at most ``k`` pixels strictly above it, i.e. the ``(k + 1)``-th
-    largest value. Exactly ``k`` pixels are above it unless values tie there (then fewer).
+    One threshold per model, from the raw pixel values of all labelled frames together,
+    instead of 0.5 on per-frame min-max maps. With ``n`` pixels in all and
+    ``k = max(1, ceil(top_percent * n / 100))``, the threshold ``tau`` is the ``k``-th
+    largest value, and a pixel is *on* when its value is ``>= tau``. Tie rule: with distinct
+    values exactly ``k`` pixels are on; pixels tied with the ``k``-th largest are all on, so
+    a plateau at the top (a flat map, a box-shaped map) cannot hide below the threshold.
+    Computed exactly on the values given (no rescaling, clamping or binning).
 
     Args:
         maps: ``(N, H, W)`` (or ``(H, W)``) maps, or a sequence of ``(H, W)`` maps of any sizes.
         top_percent: share of pixels to keep, in (0, 100).
     """
+    parts = [maps] if isinstance(maps, (torch.Tensor, np.ndarray)) else list(maps)
+    return streamed_global_threshold(lambda: iter(parts), top_percent)
+
+
+_DIGIT_BITS = 16
+_SIGN = np.uint64(1 << 63)
+
+
+def _sortable_keys(values: np.ndarray) -> np.ndarray:
+    """float64 values -> uint64 keys with the same order (IEEE-754 bits, negatives flipped)."""
+    bits = (values + 0.0).view(np.uint64)  # + 0.0 turns -0.0 into 0.0
+    return np.where(bits & _SIGN, ~bits, bits | _SIGN)
+
+
+def _value_of_key(key: int) -> float:
+    bits = np.uint64(key)
+    bits = bits & ~_SIGN if bits & _SIGN else ~bits
+    return float(np.array([bits], dtype=np.uint64).view(np.float64)[0])
+
+
+def streamed_global_threshold(passes: Callable[[], Iterable[ArrayLike]], top_percent: float = 10.0) -> float:
+    """:func:`global_threshold` over maps too many to hold at once.
+
+    ``passes()`` must yield the same maps each time it is called (e.g. upsampling stored
+    low-resolution maps again); it is called four times. The ``k``-th largest value is
+    selected exactly by radix selection on the values' float64 bit patterns, 16 bits a pass,
+    keeping one 65,536-bin count in memory.
+    """
     if not 0.0 < top_percent < 100.0:
         raise AvlocError(f"top_percent must be in (0, 100), got {top_percent}")
-    # float64 (exact for float32 input), so that the threshold compares exactly with the maps
-    if isinstance(maps, (torch.Tensor, np.ndarray)):
-        parts = [_as_float64(maps).reshape(-1)]  # (...) -> (n,)
-    else:
-        parts = [_as_float64(m).reshape(-1) for m in maps]  # (H, W) -> (H*W,)
-    values = np.concatenate(parts) if parts else np.zeros(0)
-    if values.size == 0:
-        raise AvlocError("global_threshold: no pixels given")
-    if not np.isfinite(values).all():
-        raise AvlocError("global_threshold: maps contain NaN or inf")
-    n = values.size
-    k = int(np.floor(top_percent * n / 100.0 + 1e-9))
-    return float(np.partition(values, n - k - 1)[n - k - 1])
+    prefix, need, total = 0, None, 0
+    for shift in range(64 - _DIGIT_BITS, -1, -_DIGIT_BITS):
+        counts = np.zeros(1 << _DIGIT_BITS, dtype=np.int64)
+        for m in passes():
+            values = _as_float64(m).reshape(-1)  # (...) -> (n,)
+            if not np.isfinite(values).all():
+                raise AvlocError("global_threshold: maps contain NaN or inf")
+            keys = _sortable_keys(values)
+            if need is None:
+                total += keys.size
+            else:
+                keys = keys[(keys >> np.uint64(shift + _DIGIT_BITS)) == np.uint64(prefix)]
+            counts += np.bincount(((keys >> np.uint64(shift)) & np.uint64(0xFFFF)).astype(np.int64),
+                                  minlength=1 << _DIGIT_BITS)
+        if need is None:
+            if total == 0:
+                raise AvlocError("global_threshold: no pixels given")
+            need = max(1, math.ceil(top_percent * total / 100.0 - 1e-9))
+        at_or_above = np.cumsum(counts[::-1])[::-1]  # (65536,) values with this digit or a higher one
+        digit = int(np.nonzero(at_or_above >= need)[0][-1])
+        need -= int(at_or_above[digit] - counts[digit])
+        prefix = (prefix << _DIGIT_BITS) | digit
+    return _value_of_key(prefix)
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ by the low-resolution maps, about 1 kB per step):
 1. **Model**: steps at ``fps`` (frame + the audio centred on it) are decoded, encoded in
    batches and fed to the model's memory a batch at a time (:class:`avloc.localizer.Localizer`);
    each step gives a heat map and class probabilities, then boxes (upsampling to the video's
-   size, min-max, Otsu + contours, :func:`avloc.localize.boxes_from_map`). With
+   size, min-max, the STM authors' floor, Otsu + contours, :func:`avloc.localize.boxes_from_map`). With
    ``stream=True`` every step is encoded alone, as it would be live, and its latency (from
    its decoded inputs to its result) is recorded.
 2. **Outputs**: every original frame is drawn with the heat map of the step it falls in,
@@ -38,7 +38,7 @@ from avloc.atomic import atomic_path
 from avloc.inference import load_trained
 from avloc.io.decode import frame_times, iter_audio, iter_frames, iter_steps, probe
 from avloc.io.write import VideoWriter
-from avloc.localize import boxes_from_map, normalize, upsample
+from avloc.localize import OTSU_FLOOR, boxes_from_map, normalize, upsample
 from avloc.localizer import Localizer
 from avloc.render import annotated_frame, contact_sheet, heat_layer, write_png
 from avloc.types import AvlocError, VideoInfo
@@ -181,7 +181,7 @@ def _boxes(heatmaps: torch.Tensor, size: tuple[int, int], mode: str) -> tuple[li
     totals = mass.sum(dim=(1, 2)).clamp(min=1e-12)  # (T,)
     all_boxes, all_scores = [], []
     for level, step_mass, total in zip(levels, mass, totals):
-        boxes = boxes_from_map(level, mode=mode).numpy()  # (N, 4)
+        boxes = boxes_from_map(level, mode=mode, min_value=OTSU_FLOOR).numpy()  # (N, 4), as eval's stm protocol
         all_boxes.append(boxes)
         all_scores.append(np.array([float(step_mass[int(y1):int(y2), int(x1):int(x2)].sum() / total)
                                     for x1, y1, x2, y2 in boxes]))

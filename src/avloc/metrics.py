@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from matplotlib.path import Path as MplPath
 
-from avloc.localize import ArrayLike, box_masks, check_boxes, enclosing_box, scale_boxes
+from avloc.localize import (ArrayLike, box_masks, check_boxes, enclosing_box, global_threshold, is_flat,
+                            scale_boxes)
 from avloc.types import AvlocError
 
-DEFAULT_AUC_THRESHOLDS = np.linspace(0.0, 1.0, 21)
+# k / 20 computed as the LVS and EZ-VSL evaluators do (0.05 * k), so a cIoU of exactly 0.15 compares alike
+DEFAULT_AUC_THRESHOLDS = np.array([0.05 * k for k in range(21)])
 
 
 def _np(x: ArrayLike | Sequence, name: str) -> np.ndarray:
@@ -255,14 +257,15 @@ def pointing_hit(pred_map: ArrayLike, gt: ArrayLike) -> float:
     """Pointing game (Zhang et al., ECCV 2016): 1.0 if the map's maximum lies on the ground truth.
 
     The maximum is the first arg-max in row-major order; the hit is ``gt > 0`` there. A constant
-    map points nowhere (0.0). NaN when the ground truth is empty.
+    map points nowhere: a flat map (:func:`avloc.localize.is_flat`) scores 0.0. NaN when the
+    ground truth is empty.
     """
     alpha, g = _map2d(pred_map, "pred_map"), _map2d(gt, "gt")
     if g.shape != alpha.shape:
         raise AvlocError(f"gt {g.shape} and pred_map {alpha.shape} differ in shape")
     if not (g > 0).any():
         return math.nan
-    if alpha.max() == alpha.min():
+    if bool(is_flat(alpha)):
         return 0.0
     return float(g.reshape(-1)[int(np.argmax(alpha))] > 0)  # (H, W) -> (H*W,)
 
@@ -404,25 +407,86 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+class ScoreTable:
+    """Per-frame scores in arrival order, summarised into one row per scenario.
+
+    Each frame brings its scenario (None: only the ``"all"`` row), its cIoU (NaN: the frame
+    has no sounding object on screen), its pointing hit (NaN likewise), its box IoU (NaN:
+    not a box frame) and, for a frame without ground truth, the share of its pixels that
+    are *on* (NaN otherwise; scored by :func:`true_negative_rate`'s rules).
+    """
+
+    def __init__(self, auc_thresholds: Sequence[float] = DEFAULT_AUC_THRESHOLDS, iou_threshold: float = 0.5,
+                 tn_rule: Literal["pixel", "frame"] = "pixel", tn_tolerance: float = 0.0) -> None:
+        _tn_from_above(np.zeros(1), tn_rule, tn_tolerance)  # validates the rule
+        self.auc_thresholds = np.asarray(auc_thresholds, dtype=np.float64)
+        self.iou_threshold = float(iou_threshold)
+        self.tn_rule, self.tn_tolerance = tn_rule, float(tn_tolerance)
+        self.scenarios: list[str | None] = []
+        self.columns: dict[str, list[float]] = {"ciou": [], "pointing": [], "box_iou": [], "on_share": []}
+
+    def __len__(self) -> int:
+        return len(self.scenarios)
+
+    def add(self, scenario: str | None, *, ciou: float = math.nan, pointing: float = math.nan,
+            box_iou: float = math.nan, on_share: float = math.nan) -> None:
+        if scenario == "all":
+            raise AvlocError("scenario 'all' is reserved for the summary over every frame")
+        self.scenarios.append(scenario)
+        for name, value in (("ciou", ciou), ("pointing", pointing), ("box_iou", box_iou), ("on_share", on_share)):
+            self.columns[name].append(float(value))
+
+    def rows(self, threshold: float | str) -> dict[str, dict]:
+        """Rows ``{"all": {...}, "<scenario>": {...}}``, JSON-serialisable.
+
+        Each row: ``n_frames``, ``n_gt`` (frames with ground truth), ``n_negative``
+        (frames without), ``n_boxes`` (frames with a box IoU), ``threshold``, ``ciou_at``
+        (mean cIoU at the threshold: the STM tables' "cIoU@0.5"), ``ap50``, ``auc``,
+        ``iou_at_0.5`` (share of box frames with IoU >= ``iou_threshold``), ``tn_rate``,
+        ``pointing`` (share of frames with ground truth whose map maximum lies on it).
+        A metric without frames to average is None.
+        """
+        if not len(self):
+            raise AvlocError("no frames scored yet")
+        cious, above, boxes, pointing = (np.asarray(self.columns[name], dtype=np.float64)
+                                         for name in ("ciou", "on_share", "box_iou", "pointing"))
+        scenarios = np.asarray([s if s is not None else "" for s in self.scenarios], dtype=object)
+        names = ["all"] + sorted({s for s in self.scenarios if s is not None})
+        rows = {}
+        for name in names:
+            pick = np.ones(len(self), bool) if name == "all" else scenarios == name
+            c = cious[pick & ~np.isnan(cious)]
+            a = above[pick & ~np.isnan(above)]
+            b = boxes[pick & ~np.isnan(boxes)]
+            p = pointing[pick & ~np.isnan(pointing)]
+            rows[name] = {
+                "n_frames": int(pick.sum()),
+                "n_gt": int(c.size),
+                "n_negative": int(a.size),
+                "n_boxes": int(b.size),
+                "threshold": threshold,
+                "ciou_at": _mean_or_none(c),
+                "ap50": float(np.mean(c >= 0.5)) if c.size else None,
+                "auc": success_auc(c, self.auc_thresholds) if c.size else None,
+                "iou_at_0.5": float(np.mean(b >= self.iou_threshold)) if b.size else None,
+                "tn_rate": _mean_or_none(_tn_from_above(a, self.tn_rule, self.tn_tolerance)),
+                "pointing": _mean_or_none(p),
+            }
+        return rows
+
+
 class LocalizationMeter:
     """Accumulates per-frame localisation results; :meth:`summary` gives the table rows.
 
-    Three threshold protocols:
+    Two threshold rules:
 
-    - ``threshold=<float>`` (default 0.5: STM / LVS on per-frame min-max maps): every
-      frame is scored exactly as it arrives; the meter keeps a few floats per frame.
-    - ``threshold="median"`` (LVS / EZ-VSL evaluation scripts): every frame is thresholded
-      at its own median value (the top half of its pixels), scored as it arrives.
-    - ``threshold="global"`` (AVATAR): tau is the global top-``top_percent`` % threshold
+    - ``threshold=<float>`` (default 0.5: the STM paper on per-frame min-max maps): a pixel
+      is on when its value is ``> threshold``; every frame is scored as it arrives.
+    - ``threshold="global"`` (AVATAR): ``tau`` is the global top-``top_percent`` % value
       over all pixels of all frames fed to the meter (labelled frames with and without
-      ground truth), known only at :meth:`summary`. Keeping every map is too big (a
-      224x224 float map is 200 kB), so each frame keeps histograms of its values over
-      ``bins`` equal right-closed bins of ``value_range``: the ground-truth mass and the
-      count of ground-truth-free pixels per bin (about ``8 * (bins + 1)`` bytes a frame).
-      cIoU and TN at any bin edge are then exact, and tau is the smallest bin edge with at
-      most ``floor(top_percent * n / 100)`` of the ``n`` pixels strictly above it: the
-      exact :func:`avloc.localize.global_threshold` rounded up to the grid (at most one
-      bin width, 0.001 by default). Maps must lie in ``value_range``.
+      ground truth), and a pixel is on when its value is ``>= tau`` (tie rule of
+      :func:`avloc.localize.global_threshold`). Exact, so the meter keeps every map (8 bytes a
+      pixel); :mod:`avloc.protocols` streams instead for whole splits.
 
     A frame whose ground truth is empty (no boxes, or an all-zero map) counts toward
     ``tn_rate`` (see :func:`true_negative_rate`), every other frame toward ``ciou_at``,
@@ -432,10 +496,8 @@ class LocalizationMeter:
     videos only), feed those videos to a separate meter with ``top_percent=5``.
 
     Args:
-        threshold: a float (strict ``>``), ``"median"`` (per frame) or ``"global"``.
-        top_percent: for ``"global"``, the share of pixels above tau, in (0, 100).
-        bins: for ``"global"``, histogram bins over ``value_range``.
-        value_range: for ``"global"``, ``(low, high)`` bounding all map values.
+        threshold: a float (strict ``>``) or ``"global"``.
+        top_percent: for ``"global"``, the share of pixels on, in (0, 100).
         gt_convention: how ``gt_boxes`` become a map (:func:`gt_map`).
         matching: how several boxes compare (:func:`frame_box_iou`).
         iou_threshold: success threshold of the box IoU (``>=``).
@@ -446,11 +508,9 @@ class LocalizationMeter:
 
     def __init__(
         self,
-        threshold: float | Literal["median", "global"] = 0.5,
+        threshold: float | Literal["global"] = 0.5,
         *,
         top_percent: float = 10.0,
-        bins: int = 1000,
-        value_range: tuple[float, float] = (0.0, 1.0),
         gt_convention: Literal["union", "enclosing"] = "union",
         matching: Literal["enclosing", "greedy"] = "enclosing",
         iou_threshold: float = 0.5,
@@ -459,37 +519,24 @@ class LocalizationMeter:
         tn_tolerance: float = 0.0,
         auc_thresholds: Sequence[float] = DEFAULT_AUC_THRESHOLDS,
     ) -> None:
-        self.is_global, self.is_median = threshold == "global", threshold == "median"
-        if not (self.is_global or self.is_median) and not isinstance(threshold, (int, float)):
-            raise AvlocError(f"threshold must be a number, 'median' or 'global', got {threshold!r}")
+        self.is_global = threshold == "global"
+        if not self.is_global and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+            raise AvlocError(f"threshold must be a number or 'global', got {threshold!r}")
         if not 0.0 < top_percent < 100.0:
             raise AvlocError(f"top_percent must be in (0, 100), got {top_percent}")
-        if bins < 1 or not value_range[0] < value_range[1]:
-            raise AvlocError(f"need bins >= 1 and value_range low < high, got {bins}, {value_range}")
-        _tn_from_above(np.zeros(1), tn_rule, tn_tolerance)  # validates the rule
         if gt_convention not in ("union", "enclosing") or matching not in ("enclosing", "greedy"):
             raise AvlocError(f"unknown gt_convention {gt_convention!r} or matching {matching!r}")
-        self.threshold = None if self.is_global or self.is_median else float(threshold)
+        self.threshold = None if self.is_global else float(threshold)
         self.top_percent = float(top_percent)
-        self.value_range = (float(value_range[0]), float(value_range[1]))
-        self.edges = np.linspace(*self.value_range, bins + 1)
         self.gt_convention = gt_convention
         self.matching = matching
-        self.iou_threshold = float(iou_threshold)
         self.plus_one = plus_one
-        self.tn_rule = tn_rule
-        self.tn_tolerance = float(tn_tolerance)
-        self.auc_thresholds = np.asarray(auc_thresholds, dtype=np.float64)
-        self._scenarios: list[str | None] = []
-        self._box_iou: list[float] = []
-        self._pointing: list[float] = []  # NaN on frames without gt
-        self._ciou: list[float] = []  # fixed threshold: NaN on frames without gt
-        self._above: list[float] = []  # fixed threshold: share above tau, NaN on gt frames
-        self._hists: list[tuple[np.ndarray | None, np.ndarray]] = []  # global: (gt mass, gt-free count)
-        self._counts = np.zeros(bins + 1, dtype=np.int64)  # global: all pixels per bin
+        self.table = ScoreTable(auc_thresholds, iou_threshold, tn_rule, tn_tolerance)
+        self._maps: list[tuple[np.ndarray, np.ndarray]] = []  # global: (map, gt) per frame
+        self._pending: list[tuple[str | None, float]] = []  # global: (scenario, box IoU) per frame
 
     def __len__(self) -> int:
-        return len(self._scenarios)
+        return len(self._maps) if self.is_global else len(self.table)
 
     def update(
         self,
@@ -504,7 +551,8 @@ class LocalizationMeter:
         """Add one frame.
 
         Args:
-            pred_map: ``(H, W)`` localisation map, already normalised.
+            pred_map: ``(H, W)`` localisation map, already normalised (fixed threshold) or raw
+                (global threshold).
             gt_boxes: ``(N, 4)`` xyxy ground truth (N = 0: no sounding object on screen),
                 in ``from_size`` pixels when given, else in the map's pixels.
             gt_map: ``(H, W)`` ground-truth map instead of boxes (e.g. a consensus map);
@@ -513,8 +561,6 @@ class LocalizationMeter:
             scenario: e.g. ``"single"``, ``"off-screen"``; None counts only toward ``"all"``.
             from_size: ``(H0, W0)`` of ``gt_boxes``' grid.
         """
-        if scenario == "all":
-            raise AvlocError("scenario 'all' is reserved for the summary over every frame")
         alpha = _map2d(pred_map, "pred_map")
         size = alpha.shape
         if gt_map is not None:
@@ -532,101 +578,49 @@ class LocalizationMeter:
             if from_size is not None:
                 gt_b = scale_boxes(gt_b, from_size, size)
             box_score = frame_box_iou(pred_boxes, gt_b, self.matching, self.plus_one)
-
         if self.is_global:
-            low, high = self.value_range
-            if alpha.min() < low or alpha.max() > high:
-                raise AvlocError(
-                    f"pred_map values [{alpha.min():.4g}, {alpha.max():.4g}] lie outside value_range {self.value_range}"
-                )
-            # bin b >= 1 holds values in (e_{b-1}, e_b], bin 0 values <= e_0: "above edge j" = bins > j
-            index = np.searchsorted(self.edges, alpha.reshape(-1), side="left")  # (H, W) -> (H*W,)
-            g_flat = g.reshape(-1)  # (H, W) -> (H*W,)
-            gt_free = np.bincount(index[g_flat <= 0], minlength=len(self.edges)).astype(np.int32)
-            mass = None
-            if g_flat.sum() > 0:
-                mass = np.bincount(index, weights=g_flat, minlength=len(self.edges)).astype(np.float32)
-            self._hists.append((mass, gt_free))
-            self._counts += np.bincount(index, minlength=len(self.edges))
-        else:
-            tau = float(np.median(alpha)) if self.is_median else self.threshold
-            self._ciou.append(ciou(alpha, g, tau))
-            above = np.count_nonzero(alpha > tau) / alpha.size
-            self._above.append(math.nan if g.sum() > 0 else above)
-        self._scenarios.append(scenario)
-        self._box_iou.append(box_score)
-        self._pointing.append(pointing_hit(alpha, g))
+            self._maps.append((alpha, g))
+            self._pending.append((scenario, box_score))
+            return
+        self.table.add(scenario, box_iou=box_score, **frame_scores(alpha > self.threshold, alpha, g))
 
-    def global_threshold(self) -> float | str:
-        """Tau for the frames seen so far (the fixed threshold, or "median", when not global)."""
-        if self.is_median:
-            return "median"
+    def global_threshold(self) -> float:
+        """Tau for the frames seen so far (the fixed threshold when not global)."""
         if not self.is_global:
             return self.threshold
-        return float(self.edges[self._global_index()])
-
-    def _global_index(self) -> int:
-        total = int(self._counts.sum())
-        if total == 0:
+        if not self._maps:
             raise AvlocError("LocalizationMeter: no frames yet")
-        k = int(np.floor(self.top_percent * total / 100.0 + 1e-9))
-        above = total - np.cumsum(self._counts)  # (bins+1,) pixels strictly above edge j
-        return int(np.argmax(above <= k))  # smallest edge with at most k above
-
-    def _per_frame(self) -> tuple[np.ndarray, np.ndarray]:
-        """Per-frame cIoU (NaN without gt) and share above tau (NaN with gt)."""
-        if not self.is_global:
-            return np.asarray(self._ciou, dtype=np.float64), np.asarray(self._above, dtype=np.float64)
-        j = self._global_index()
-        cious = np.full(len(self), math.nan)
-        above = np.full(len(self), math.nan)
-        for n, (mass, gt_free) in enumerate(self._hists):
-            free_above = float(gt_free[j + 1 :].sum())
-            if mass is None:
-                above[n] = free_above / float(gt_free.sum())
-            else:
-                cious[n] = float(mass[j + 1 :].sum(dtype=np.float64)) / (float(mass.sum(dtype=np.float64)) + free_above)
-        return cious, above
+        return global_threshold([alpha for alpha, _ in self._maps], self.top_percent)
 
     def summary(self) -> dict[str, dict]:
-        """Rows ``{"all": {...}, "<scenario>": {...}}``, JSON-serialisable.
-
-        Each row: ``n_frames``, ``n_gt`` (frames with ground truth), ``n_negative``
-        (frames without), ``n_boxes`` (frames with a box IoU), ``threshold``, ``ciou_at``
-        (mean cIoU at the threshold: the STM tables' "cIoU@0.5"), ``ap50``, ``auc``,
-        ``iou_at_0.5`` (share of box frames with IoU >= ``iou_threshold``), ``tn_rate``,
-        ``pointing`` (share of frames with ground truth whose map maximum lies on it).
-        A metric without frames to average is None.
-        """
-        if not len(self):
-            raise AvlocError("LocalizationMeter: no frames yet")
-        cious, above = self._per_frame()
-        boxes = np.asarray(self._box_iou, dtype=np.float64)
-        pointing = np.asarray(self._pointing, dtype=np.float64)
-        scenarios = np.asarray([s if s is not None else "" for s in self._scenarios], dtype=object)
-        names = ["all"] + sorted({s for s in self._scenarios if s is not None})
+        """Rows ``{"all": {...}, "<scenario>": {...}}``: see :meth:`ScoreTable.rows`."""
+        if not self.is_global:
+            return self.table.rows(self.threshold)
         tau = self.global_threshold()
-        rows = {}
-        for name in names:
-            pick = np.ones(len(self), bool) if name == "all" else scenarios == name
-            c = cious[pick & ~np.isnan(cious)]
-            a = above[pick & ~np.isnan(above)]
-            b = boxes[pick & ~np.isnan(boxes)]
-            p = pointing[pick & ~np.isnan(pointing)]
-            rows[name] = {
-                "n_frames": int(pick.sum()),
-                "n_gt": int(c.size),
-                "n_negative": int(a.size),
-                "n_boxes": int(b.size),
-                "threshold": tau,
-                "ciou_at": _mean_or_none(c),
-                "ap50": float(np.mean(c >= 0.5)) if c.size else None,
-                "auc": success_auc(c, self.auc_thresholds) if c.size else None,
-                "iou_at_0.5": float(np.mean(b >= self.iou_threshold)) if b.size else None,
-                "tn_rate": _mean_or_none(_tn_from_above(a, self.tn_rule, self.tn_tolerance)),
-                "pointing": _mean_or_none(p),
-            }
-        return rows
+        table = ScoreTable(self.table.auc_thresholds, self.table.iou_threshold, self.table.tn_rule,
+                           self.table.tn_tolerance)
+        for (alpha, g), (scenario, box_score) in zip(self._maps, self._pending):
+            table.add(scenario, box_iou=box_score, **frame_scores(alpha >= tau, alpha, g))
+        return table.rows(tau)
+
+
+def frame_scores(on: np.ndarray, pred_map: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """cIoU, pointing and (without ground truth) the share of pixels on, of one frame.
+
+    Args:
+        on: ``(H, W)`` bool, the pixels the threshold keeps.
+        pred_map: ``(H, W)`` the map (for the pointing game's maximum).
+        gt: ``(H, W)`` ground-truth map; all zero on a frame without a sounding object.
+
+    Returns:
+        ``{"ciou", "pointing", "on_share"}``: cIoU and pointing NaN on a frame without
+        ground truth, ``on_share`` NaN on a frame with it.
+    """
+    g_sum = float(gt.sum())
+    if g_sum <= 0:
+        return {"ciou": math.nan, "pointing": math.nan, "on_share": np.count_nonzero(on) / on.size}
+    value = float(gt[on].sum() / (g_sum + np.count_nonzero(on & (gt <= 0))))
+    return {"ciou": value, "pointing": pointing_hit(pred_map, gt), "on_share": math.nan}
 
 
 class ClassificationMeter:

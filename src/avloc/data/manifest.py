@@ -41,11 +41,9 @@ import json
 import math
 import os
 import reprlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from avloc.atomic import atomic_path
 from avloc.types import AvlocError
@@ -130,28 +128,6 @@ class ClipRecord:
             if segment.start <= t < segment.end:
                 return segment.label
         return BACKGROUND
-
-    def annotation_at(self, t: float, tolerance: float) -> FrameAnnotation | None:
-        """The annotated frame nearest to ``t`` if it lies within ``tolerance`` seconds."""
-        best = min(self.frames, key=lambda f: abs(f.t - t), default=None)
-        if best is None or abs(best.t - t) > tolerance:
-            return None
-        return best
-
-    def annotated_steps(self, times: Sequence[float], tolerance: float) -> list[tuple[int, FrameAnnotation]]:
-        """The steps (indices into ``times``) that are scored, each with its annotated frame.
-
-        A step and an annotated frame are paired when each is the other's nearest (ties: the
-        earlier step) and they lie within ``tolerance`` seconds: every annotated frame is
-        scored once, even when it falls halfway between two steps.
-        """
-        steps = np.asarray(times, dtype=np.float64)  # (T,)
-        pairs = []
-        for step, t in enumerate(steps):
-            annotation = self.annotation_at(float(t), tolerance)
-            if annotation is not None and int(np.argmin(np.abs(steps - annotation.t))) == step:
-                pairs.append((step, annotation))
-        return pairs
 
 
 @dataclass(frozen=True)
