@@ -30,19 +30,14 @@ def _parse_weights(values: list[str]) -> dict[str, str]:
     return weights
 
 
-def _parse_options(values: list[str]) -> dict:
-    """``KEY=VALUE`` model options; values are read as JSON when they parse (numbers, true, lists)."""
-    import json
-
+def _parse_options(values: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` model options as text; the model's type hints convert them (see ``_train``)."""
     options = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise AvlocError(f"--option expects KEY=VALUE, got {item!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+        options[key] = value
     return options
 
 
@@ -95,25 +90,43 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+# The STM shortcut flags: option -> (flag, default). They write STM's options only.
+_STM_FLAGS = {"variant": ("--variant", "c+u"), "memory_size": ("--memory-size", 3),
+              "causal": ("--symmetric", True), "audio_dropout": ("--audio-dropout", 0.0)}
+
+
 def _train(args: argparse.Namespace) -> int:
     from avloc.distributed import is_main
-    from avloc.train import TrainConfig, fit
+    from avloc.models._registry import check_options
+    from avloc.train import RESERVED_OPTIONS, TrainConfig, fit, read_config_file
 
+    # Settings, lowest priority first: TrainConfig's defaults, the --config file, explicit flags.
+    file = read_config_file(args.config) if args.config else {}
     weights = _parse_weights(args.weights)
-    options = {}
-    if args.model == "stm":
-        options = {"variant": args.variant, "memory_size": args.memory_size, "causal": not args.symmetric,
-                   "audio_dropout": args.audio_dropout}
-    options.update(_parse_options(args.option))
-    name = f"{args.model}-{args.variant}" if args.model == "stm" else args.model
-    config = TrainConfig(
-        dataset=args.dataset, out=args.out or f"runs/{name}-seed{args.seed}", model=args.model,
-        model_options=options, features=args.features, **_training_inputs(args),
-        visual_weights=weights.get("visual"), audio_weights=weights.get("audio"), finetune=args.finetune,
-        steps=args.steps, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
-        supervision=args.supervision, seed=args.seed, workers=args.workers,
-    )
-    best = fit(config, resume=args.resume, progress=not args.quiet)
+    flags = {"model": args.model, "features": args.features, "visual_weights": weights.get("visual"),
+             "audio_weights": weights.get("audio"), "finetune": args.finetune, "steps": args.steps,
+             "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr, "supervision": args.supervision,
+             "seed": args.seed, "workers": args.workers, "out": args.out}
+    values = {**file, **{key: value for key, value in flags.items() if value is not None}, "dataset": args.dataset}
+    values.update(_training_inputs(args, file, values.get("features")))
+    model = values.setdefault("model", "stm")
+    # The file's options are those of the file's model: another --model starts from its own defaults.
+    options = dict(file.get("model_options", {})) if file.get("model", "stm") == model else {}
+    shortcuts = {"variant": args.variant, "memory_size": args.memory_size, "audio_dropout": args.audio_dropout,
+                 "causal": None if args.symmetric is None else not args.symmetric}
+    if model == "stm":
+        options = {**{key: default for key, (_, default) in _STM_FLAGS.items()}, **options,
+                   **{key: value for key, value in shortcuts.items() if value is not None}}
+    else:
+        given = [_STM_FLAGS[key][0] for key, value in shortcuts.items() if value is not None]
+        if given:
+            raise AvlocError(f"{given[0]} applies to --model stm only; give {model}'s options as --option KEY=VALUE")
+    options.update(check_options(model, _parse_options(args.option), parse_strings=True, reserved=RESERVED_OPTIONS))
+    values["model_options"] = options
+    if "out" not in values:  # named from the final options: --option variant=u trains stm-u
+        name = f"{model}-{options['variant']}" if model == "stm" else model
+        values["out"] = f"runs/{name}-seed{values.get('seed', 0)}"
+    best = fit(TrainConfig(**values), resume=args.resume, progress=not args.quiet)
     if is_main():  # under torchrun, one report for all processes
         print(f"best checkpoint (lowest validation loss): {best}")
         print(f"log and loss curve: {best.parent / 'log.csv'}, {best.parent / 'loss.png'}")
@@ -225,13 +238,15 @@ def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: dict[str, str]
     parser.add_argument("--size", type=int, default=None, help=f"frame size in pixels (default: {defaults['size']})")
 
 
-def _training_inputs(args: argparse.Namespace) -> dict:
-    """Encoders, fps and size of a run: as given, else the feature source's, else small-* at 4 fps, 256 px."""
+def _training_inputs(args: argparse.Namespace, file: dict, features: str | None) -> dict:
+    """Encoders, fps and size of a run: as flagged, else the --config file's, else the feature
+    source's, else small-* at 4 fps, 256 px."""
     given = {"visual": args.visual, "audio": args.audio, "fps": args.fps, "size": args.size}
-    if args.features is not None:
+    given = {key: file.get(key) if value is None else value for key, value in given.items()}
+    if features is not None:
         from avloc.data.sources import open_features
 
-        meta = open_features(args.features).meta
+        meta = open_features(features).meta
         found = {"visual": meta.visual_encoder, "audio": meta.audio_encoder, "fps": meta.fps, "size": meta.size}
     else:
         found = {"visual": "small-visual", "audio": "small-audio", "fps": 4.0, "size": 256}
@@ -290,37 +305,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model (weak supervision from video labels by default)",
                            description="Train on random windows of a native dataset; checkpoints are selected on "
-                           "the validation split. Writes last.pt, best.pt, log.csv and loss.png to --out. "
-                           "Distributed: torchrun --nproc-per-node N -m avloc train ... (gloo on CPU, NCCL on GPU).")
+                           "the validation split. Writes config.yaml (the resolved settings), last.pt, best.pt, "
+                           "log.csv and loss.png to --out. Settings come from the flags given, else from --config "
+                           "FILE.yaml, else the defaults below; `avloc train DATASET --config RUN/config.yaml --out "
+                           "NEW` repeats a run. Distributed: torchrun --nproc-per-node N -m avloc train ... (gloo on "
+                           "CPU, NCCL on GPU).")
     train.add_argument("dataset", help="native dataset folder")
-    train.add_argument("--model", default="stm", help="model name (see `avloc models`)")
-    train.add_argument("--variant", default="c+u", choices=["c+u", "u", "none"],
-                       help="STM memory: c+u full, u no cross-modal memory, none no temporal memory (stm only)")
-    train.add_argument("--memory-size", type=int, default=3, help="memory steps K (default 3)")
-    train.add_argument("--symmetric", action="store_true",
-                       help="memory window around t (reads the future, as the authors' code) instead of the past")
-    train.add_argument("--audio-dropout", type=float, default=0.0,
-                       help="probability of hiding the audio vector from the classifier in training (default 0: "
-                       "the paper); see docs/results.md")
+    train.add_argument("--config", default=None, metavar="FILE.yaml",
+                       help="training settings (the keys of a run's config.yaml, model_options included); flags "
+                       "given on the command line override it")
+    train.add_argument("--model", default=None, help="model name (see `avloc models`; default stm)")
+    train.add_argument("--variant", default=None, choices=["c+u", "u", "none"],
+                       help="STM memory: c+u full (default), u no cross-modal memory, none no temporal memory "
+                       "(stm only; same as --option variant=...)")
+    train.add_argument("--memory-size", type=int, default=None, help="STM memory steps K (stm only; default 3)")
+    train.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
+                       help="STM memory window around t (reads the future, as the authors' code) instead of the "
+                       "past (stm only; default: the past)")
+    train.add_argument("--audio-dropout", type=float, default=None,
+                       help="STM: probability of hiding the audio vector from the classifier in training (stm only; "
+                       "default 0: the paper); see docs/results.md")
     train.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="a model option (repeatable), e.g. --option fusion=dmrn; see the model's docstring")
+                       help="a model option (repeatable), e.g. --option fusion=dmrn, converted by the option's type "
+                       "(true/false, 3, 0.5, text) and overriding the flags above; see the model's docstring")
     train.add_argument("--features", default=None, help="feature cache from `avloc extract` (default: encode videos)")
     _add_encoder_flags(train, {"visual": "the --features source's, else small-visual",
                                "audio": "the --features source's, else small-audio",
                                "fps": "the --features source's, else 4", "size": "the --features source's, else 256"})
-    train.add_argument("--finetune", action="store_true", help="train the encoders too (without --features)")
-    train.add_argument("--steps", type=int, default=4, help="steps per training window (default 4 = 1 s)")
-    train.add_argument("--batch-size", type=int, default=32,
+    train.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=None,
+                       help="train the encoders too (without --features; default: frozen)")
+    train.add_argument("--steps", type=int, default=None, help="steps per training window (default 4 = 1 s)")
+    train.add_argument("--batch-size", type=int, default=None,
                        help="windows per optimiser step, over all processes under torchrun (the global batch; "
                        "it must divide by the number of processes; default 32)")
-    train.add_argument("--epochs", type=int, default=30, help="epochs (default 30)")
-    train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4, the paper)")
-    train.add_argument("--supervision", default="video", choices=["video", "segment", "self"],
-                       help="video: weak video-level labels (paper); segment: per-step labels from segments; "
-                       "self: no labels (contrastive models)")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--workers", type=int, default=0, help="data loader processes (default 0)")
-    train.add_argument("--out", default=None, help="run folder (default runs/MODEL-VARIANT-seedS)")
+    train.add_argument("--epochs", type=int, default=None, help="epochs (default 30)")
+    train.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-4, the paper)")
+    train.add_argument("--supervision", default=None, choices=["video", "segment", "self"],
+                       help="video (default): weak video-level labels (paper); segment: per-step labels from "
+                       "segments; self: no labels (contrastive models)")
+    train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    train.add_argument("--workers", type=int, default=None, help="data loader processes (default 0)")
+    train.add_argument("--out", default=None,
+                       help="run folder (default: the --config file's, else runs/MODEL-VARIANT-seedS)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_train)

@@ -6,8 +6,9 @@ or, without one, decoded from the videos and encoded by the model's own encoders
 Checkpoint selection uses the validation split only (its loss under the same supervision
 as training, which needs no box annotations), never test.
 
-Files in ``out``: ``last.pt`` (every epoch, for ``--resume``), ``best.pt`` (lowest
-validation loss), ``log.csv`` and ``loss.png``.
+Files in ``out``: ``config.yaml`` (the resolved :class:`TrainConfig`, written before the first
+epoch: ``avloc train DATASET --config OUT/config.yaml`` repeats the run), ``last.pt`` (every
+epoch, for ``--resume``), ``best.pt`` (lowest validation loss), ``log.csv`` and ``loss.png``.
 
 Distributed (``torchrun --nproc-per-node N -m avloc train ...``, see :mod:`avloc.distributed`):
 ``batch_size`` is the global batch; each of the N processes trains on its share of every global
@@ -23,11 +24,15 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import get_type_hints
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -41,20 +46,42 @@ from avloc.data.windows import FeatureWindows, VideoWindows
 from avloc.extract import mel_config_for
 from avloc.losses import SUPERVISIONS, training_loss
 from avloc.models import create_model, model_accepts
+from avloc.models._registry import check_options, convert_value
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError
 
 log = logging.getLogger(__name__)
 
 
+CONFIG_NAME = "config.yaml"  # the resolved config of a run, beside its checkpoints
+
+# Builder arguments that training sets itself (build_model): never model options.
+RESERVED_OPTIONS = {
+    "num_classes": "the dataset's classes",
+    "visual_channels": "the visual encoder (--visual)",
+    "audio_channels": "the audio encoder (--audio)",
+    "visual_encoder": "--visual",
+    "audio_encoder": "--audio",
+    "visual_weights": "--weights visual=...",
+    "audio_weights": "--weights audio=...",
+    "finetune": "--finetune",
+}
+_PATH_FIELDS = ("dataset", "out", "features", "visual_weights", "audio_weights")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (stored, resolved, in every checkpoint)."""
+    """Everything that defines a training run (stored, resolved, in every checkpoint and ``config.yaml``).
+
+    Every field is checked against its type on construction (an int is a float, paths become
+    strings), and ``model_options`` against the builder of ``model`` (see
+    :func:`avloc.models._registry.check_options`); empty options take the model's own defaults.
+    """
 
     dataset: str
     out: str = "runs/stm"
     model: str = "stm"
-    model_options: dict = field(default_factory=lambda: {"variant": "c+u"})
+    model_options: dict = field(default_factory=dict)
     features: str | None = None  # feature cache; None = decode and encode the videos
     visual: str = "small-visual"  # encoders (their names must match the cache's)
     audio: str = "small-audio"
@@ -73,6 +100,13 @@ class TrainConfig:
     workers: int = 0
 
     def __post_init__(self) -> None:
+        for name, annotation in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if name in _PATH_FIELDS and isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            object.__setattr__(self, name, convert_value(annotation, value, name))
+        object.__setattr__(self, "model_options",
+                           check_options(self.model, self.model_options, reserved=RESERVED_OPTIONS))
         if self.supervision not in SUPERVISIONS:
             raise AvlocError(f"unknown supervision {self.supervision!r}; expected one of {', '.join(SUPERVISIONS)}")
         for name in ("steps", "batch_size", "epochs"):
@@ -86,9 +120,88 @@ class TrainConfig:
             raise AvlocError(f"workers must be >= 0, got {self.workers}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+    def from_dict(cls, values: Mapping, source: str | os.PathLike | None = None) -> TrainConfig:
+        """The config of ``values`` (a checkpoint's ``"config"``, a parsed file).
+
+        Raises:
+            AvlocError: a key that is no field (naming it, and ``source`` when given), or a field's
+                value of the wrong type. A missing field raises TypeError, as the constructor.
+        """
+        where = f"{source}: " if source is not None else ""
+        if not isinstance(values, Mapping):
+            raise AvlocError(f"{where}a training config must be a mapping, got {type(values).__name__}")
+        # Every key of the checkpoints this version wrote or ships (models/default/stm-synth.pt
+        # included) is a field; a key that is not one is refused, never silently dropped.
+        unknown = [key for key in values if key not in _FIELD_TYPES]
+        if unknown:
+            raise AvlocError(f"{where}unknown training config key {unknown[0]!r}; expected one of "
+                             f"{', '.join(_FIELD_TYPES)}")
+        try:
+            return cls(**values)
+        except AvlocError as error:
+            raise AvlocError(f"{where}{error}") from None
+
+
+_FIELD_TYPES = get_type_hints(TrainConfig)
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The training settings of a YAML file: some or all :class:`TrainConfig` fields, checked.
+
+    String values of other fields than strings are converted as command-line flags are (``1e-4``,
+    which YAML reads as a string, is a float; ``true`` a bool), model options included. The
+    result, completed with any ``dataset``, makes a valid TrainConfig.
+
+    Raises:
+        AvlocError: unreadable file, not YAML, not a mapping, an unknown key or a value of the
+            wrong type or range; one line naming the file and the key.
+    """
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise AvlocError(f"{path}: cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise AvlocError(f"{path}: not a text file; expected YAML training settings") from None
+    except yaml.YAMLError as error:
+        raise AvlocError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+    if values is None:  # an empty file
+        values = {}
+    if not isinstance(values, dict):
+        raise AvlocError(f"{path}: expected a mapping of training settings (key: value), got a "
+                         f"{type(values).__name__}")
+    checked = {}
+    for key, value in values.items():
+        if key not in _FIELD_TYPES:
+            raise AvlocError(f"{path}: unknown key {key!r}; expected some of {', '.join(_FIELD_TYPES)}")
+        checked[key] = convert_value(_FIELD_TYPES[key], value, f"{path}: {key}", parse_strings=True)
+    try:
+        if "model_options" in checked:
+            checked["model_options"] = check_options(checked.get("model", TrainConfig.model), checked["model_options"],
+                                                     parse_strings=True, reserved=RESERVED_OPTIONS)
+        TrainConfig(**{"dataset": "", **checked})  # ranges, choices and the model's options
+    except AvlocError as error:
+        raise AvlocError(f"{path}: {error}") from None
+    return checked
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """The complete TrainConfig of a YAML file (e.g. a run's ``config.yaml``)."""
+    values = read_config_file(path)
+    if "dataset" not in values:
+        raise AvlocError(f"{path}: has no dataset key")
+    return TrainConfig(**values)
+
+
+def write_config_file(config: TrainConfig, path: str | os.PathLike) -> Path:
+    """Write ``config`` as YAML to ``path``, atomically; :func:`load_config` reads it back equal."""
+    path = Path(path)
+    text = (f"# avloc {__version__} training settings; repeat the run with:\n"
+            f"#   avloc train DATASET --config {path} --out NEW_FOLDER\n"
+            + yaml.safe_dump(asdict(config), sort_keys=False))
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
 
 
 def build_model(config: TrainConfig, classes: list[str], with_encoders: bool) -> nn.Module:
@@ -235,6 +348,8 @@ def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device
     val_batches = distributed.sequential_shard(len(val_set), config.batch_size if contrastive else 1)
     val_loader = DataLoader(val_set, batch_sampler=val_batches, num_workers=config.workers)
     writes = distributed.is_main()  # rank 0 alone writes files
+    if writes:
+        write_config_file(config, out / CONFIG_NAME)
     # A kill between writing log.csv and last.pt leaves the log one epoch ahead: keep the checkpoint's epochs.
     history = [row for row in _read_log(out / "log.csv") if row["epoch"] <= start_epoch] if resume else []
     features_meta = _features_meta(config)
@@ -275,7 +390,7 @@ def _features_meta(config: TrainConfig) -> str:
 def _resume(path: Path, config: TrainConfig, classes: list[str], model: nn.Module,
             optimizer: torch.optim.Optimizer) -> tuple[int, int, float]:
     state = load_checkpoint(path)
-    saved = TrainConfig.from_dict(state["config"])
+    saved = TrainConfig.from_dict(state["config"], source=path)
     changed = [f.name for f in fields(TrainConfig)
                if f.name not in ("epochs", "workers") and getattr(saved, f.name) != getattr(config, f.name)]
     if changed:
