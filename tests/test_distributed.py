@@ -111,7 +111,7 @@ def test_torchrun_two_processes_match_one_without_batchnorm(tiny, tmp_path):
     for key, value in single["optimizer"]["state"].items():
         torch.testing.assert_close(ddp["optimizer"]["state"][key]["exp_avg"], value["exp_avg"], rtol=1e-3, atol=1e-6)
     _assert_logs_close(_log(tmp_path / "ddp"), _log(tmp_path / "single"), rtol=1e-5)
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "last.pt", "log.csv", "loss.png"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "config.yaml", "last.pt", "log.csv", "loss.png"]
 
 
 def test_torchrun_with_batchnorm_trains_like_one_process_within_tolerance(tiny, tmp_path):

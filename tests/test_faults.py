@@ -26,7 +26,7 @@ from avloc.data.cache import FeatureCache
 EPOCHS = 6
 # 120 clips (80 train, batch 4: 20 steps an epoch) with the default STM width: ~0.5 s an epoch.
 TRAIN = ("--epochs", str(EPOCHS), "--batch-size", "4", "--option", "channels=256")
-RUN_FILES = {"best.pt", "last.pt", "log.csv", "loss.png"}
+RUN_FILES = {"best.pt", "config.yaml", "last.pt", "log.csv", "loss.png"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -133,12 +133,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _float_flag(flag: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise AvlocError(f"{flag} expects a number, got {text!r}") from None
+
+
 def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dataclasses import replace
 
-    from avloc.evaluate import PROTOCOLS, evaluate, format_table, write_report
+    from avloc.evaluate import default_report_path, evaluate, format_table, write_report
+    from avloc.protocols import PROTOCOLS
 
     if args.task == "cross-modal":
         import json
@@ -156,16 +164,14 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     named = PROTOCOLS[args.protocol]
+    floor = named.otsu_floor
+    if args.otsu_floor is not None:
+        floor = None if args.otsu_floor.lower() == "none" else _float_flag("--otsu-floor", args.otsu_floor)
     protocol = replace(named, size=named.size if args.size is None else args.size, gt_convention=args.gt,
-                       box_mode=args.boxes, matching=args.matching, top_percent=args.top_percent)
+                       box_mode=args.boxes, matching=args.matching, top_percent=args.top_percent, otsu_floor=floor)
     report = evaluate(args.checkpoint, args.dataset, split=args.split, features=args.features, protocol=protocol,
                       progress=not args.quiet)
-    if args.out:
-        out = Path(args.out)
-    elif args.checkpoint.startswith("baseline:"):
-        out = Path(f"eval-{args.checkpoint.removeprefix('baseline:')}-{args.split}.json")
-    else:
-        out = Path(args.checkpoint).with_name(f"eval-{Path(args.checkpoint).stem}-{args.split}.json")
+    out = Path(args.out) if args.out else default_report_path(args.checkpoint, args.dataset, args.split, protocol.name)
     write_report(report, out)
     print(format_table(report))
     print(f"wrote {out}")
@@ -359,9 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--task", default="localization", choices=["localization", "cross-modal"],
                           help="localization metrics per scenario, or A2V / V2A cross-modal localisation (AVDLN)")
     evaluate.add_argument("--features", default=None, help="feature cache (default: encode the videos)")
-    evaluate.add_argument("--protocol", default="stm", choices=["stm", "lvs"],
-                          help="stm: 256 px, per-frame min-max, threshold 0.5 (STM paper); lvs: 224 px, threshold "
-                          "at each map's median (LVS / EZ-VSL scripts; their 'cIoU' column is AP50)")
+    evaluate.add_argument("--protocol", default="stm", choices=["stm", "lvs", "ezvsl", "avatar"],
+                          help="stm: 256 px, per-frame min-max, threshold 0.5 (STM paper); lvs / ezvsl: exactly "
+                          "the LVS / EZ-VSL evaluators' test.py at 224 px (their 'cIoU' column is AP50); avatar: "
+                          "one global top-10%% threshold over the split (docs/protocols.md)")
+    evaluate.add_argument("--otsu-floor", default=None, metavar="VALUE|none",
+                          help="stm boxes: normalised values below VALUE are zeroed before Otsu (default 0.5, the STM "
+                          "authors' box helper); none: Otsu on the whole map")
     evaluate.add_argument("--size", type=int, default=None, help="map resolution (default: the protocol's)")
     evaluate.add_argument("--gt", default="auto", choices=["auto", "union", "enclosing", "consensus"],
                           help="ground-truth map: auto = each frame's own rule from the dataset (Flickr: "
@@ -372,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--matching", default="enclosing", choices=["enclosing", "greedy"],
                           help="how several boxes are compared for IoU@0.5")
     evaluate.add_argument("--top-percent", type=float, default=10.0, help="AVATAR global threshold for TN%%")
-    evaluate.add_argument("--out", default=None, help="JSON report (default: beside the checkpoint)")
+    evaluate.add_argument("--out", default=None, help="JSON report (default: eval-<model>-<dataset>-<split>-<protocol>"
+                          ".json beside the checkpoint; for a baseline, in the current folder)")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(run=_eval)
 
