@@ -7,7 +7,9 @@ here from the rule as stated, never from avloc's output.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,3 +234,36 @@ def test_unscored_frames_are_counted_per_row_with_the_reason():
     assert scored.rows["single"]["n_annotated"] == 2 and scored.rows["single"]["n_frames"] == 1
     assert scored.rows["mixed"]["n_annotated"] == 1 and scored.rows["mixed"]["n_frames"] == 0
     assert scored.warnings == ["2 of 3 annotated frames not scored: after the end"]
+
+
+# --- issue 23, 2: ground truth of real VGG-SS entries, by hand ---------------------------------
+
+VGGSS = Path(__file__).resolve().parents[2] / "shared" / "data" / "vggss" / "vggss.json"
+
+
+@pytest.mark.skipif(not VGGSS.is_file(), reason="../shared/data/vggss not present")
+def test_real_vggss_entries_ground_truth_under_each_protocol():
+    entries = {entry["file"]: entry["bbox"] for entry in json.loads(VGGSS.read_text())}
+
+    def protocols_gt(name):
+        frame = _frame(np.zeros((2, 2)), [], ("vggss", entries[name]))
+        return evaluator_ground_truth(frame, "auto")
+
+    # zpWuikVorYg_000032 [0.403125, 0.253125, 0.6, 0.75]: int(224 x): 90, 56, 134, 168 -> rows 56:168, cols 90:134
+    gt = protocols_gt("zpWuikVorYg_000032")
+    assert gt.sum() == (168 - 56) * (134 - 90) and gt[56, 90] == 1 and gt[55, 90] == 0 and gt[167, 133] == 1
+    # M1P1xla8rg0_000000 [0.26875, 1.0, 0.753125, 1.0]: y1 = y2 = 224, no row: empty under lvs and ezvsl
+    assert protocols_gt("M1P1xla8rg0_000000").sum() == 0
+    # MKC9LvRivTM_000030 x2 = -2.88e16: LVS max(x, 0) and EZ-VSL clip both give 0 -> cols 88:0, empty
+    assert protocols_gt("MKC9LvRivTM_000030").sum() == 0
+    # Db6Hjt0x28k_000056: the first box's y2 = -2.88e16 gives nothing; the second, [0.05, 0.35625, 0.753125,
+    # 0.98125] -> cols 11:168, rows 79:219, is the whole ground truth
+    gt = protocols_gt("Db6Hjt0x28k_000056")
+    assert gt.sum() == (219 - 79) * (168 - 11) and gt[79, 11] == 1 and gt[78, 11] == 0
+    # both empty entries score 0 and stay in the averages; stm has no pixel box for them and does not score them
+    empty = _frame(np.random.default_rng(0).random((7, 7)), [], ("vggss", entries["M1P1xla8rg0_000000"]))
+    for name in ("lvs", "ezvsl"):
+        assert score_maps([empty], PROTOCOLS[name]).rows["all"]["ciou_at"] == 0.0
+    stm = score_maps([empty], PROTOCOLS["stm"])
+    assert stm.rows["all"]["n_annotated"] == 1 and stm.rows["all"]["n_frames"] == 0
+    assert stm.warnings == ["1 of 1 annotated frames not scored: its boxes cover no pixel of the map"]

@@ -294,7 +294,8 @@ def score_maps(frames: list[AnnotatedMap], protocol: Protocol,
                 continue
             values = level.numpy().astype(np.float64)
             table.add(frame.row, box_iou=_box_iou(frame, values, protocol), **frame_scores(values > 0.5, values, gt))
-    rows = table.rows({"stm": 0.5, "avatar": tau}.get(protocol.name, f"{protocol.name} per-map rule"))
+    threshold = {"stm": 0.5, "avatar": tau}.get(protocol.name, f"{protocol.name} per-map rule")
+    rows = table.rows(threshold) if len(table) else {}
     for row in rows.values():
         row["n_annotated"] = row["n_frames"]
         row["tn_threshold"] = tau
