@@ -299,7 +299,7 @@ def score_maps(frames: list[AnnotatedMap], protocol: Protocol,
     for row in rows.values():
         row["n_annotated"] = row["n_frames"]
         row["tn_threshold"] = tau
-    warnings = _count_unscored(rows, skipped, len(frames))
+    warnings = _count_unscored(rows, skipped, len(table))
     total = len(frames)
     for kind, count in sorted(flattered.items()):
         what = "keeps every pixel of" if kind == "constant" else "keeps the whole top plateau (over half the pixels) of"
