@@ -171,7 +171,10 @@ def test_from_dict_refuses_an_unknown_key_naming_it():
 
 
 def test_the_default_model_loads_and_a_foreign_key_names_the_checkpoint(tmp_path):
-    assert load_trained("default").config.model_options == {"variant": "none", "audio_dropout": 1.0}
+    # Its config predates train_visual/train_audio: written out as trained (see TrainConfig.from_dict).
+    config = load_trained("default").config
+    assert config.model_options == {"variant": "none", "audio_dropout": 1.0, "spatial_similarity": "dot"}
+    assert (config.train_visual, config.train_audio, config.augment) == (False, False, False)
     state = load_checkpoint(DEFAULT_MODEL)
     state["config"]["momentum"] = 0.9
     save_checkpoint(tmp_path / "edited.pt", state)
@@ -191,7 +194,8 @@ def test_a_config_file_reads_back_equal(tmp_path):
 @pytest.mark.parametrize(("text", "message"), [
     ("epochs: 2\nmomentum: 0.9\n", "unknown key 'momentum'"),
     ("epochs: 2.5\n", "epochs expects an int, got 2.5"),
-    ("finetune: maybe\n", "finetune expects a bool (true/false), got 'maybe'"),
+    ("train_visual: maybe\n", "train_visual expects a bool (true/false), got 'maybe'"),
+    ("finetune: true\n", "finetune is no longer a setting; use train_visual and train_audio"),
     ("model_options: {causal: maybe}\n", "stm: option causal expects a bool (true/false), got 'maybe'"),
     ("model: ezvsl\nmodel_options: {variant: u}\n", "ezvsl: got an unexpected keyword argument 'variant'"),
     ("lr: -1\n", "lr must be a finite number > 0"),
@@ -210,11 +214,11 @@ def test_a_bad_config_file_is_one_line_naming_file_and_key(capsys, captured, tmp
 
 def test_flags_given_override_the_file(captured, tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("lr: 1e-2\nseed: 3\nepochs: 5\nfinetune: true\nmodel_options: {variant: u, causal: false}\n")
-    assert main(["train", "data", "--config", str(path), "--lr", "1e-3", "--variant", "none", "--no-finetune",
+    path.write_text("lr: 1e-2\nseed: 3\nepochs: 5\ntrain_visual: true\nmodel_options: {variant: u, causal: false}\n")
+    assert main(["train", "data", "--config", str(path), "--lr", "1e-3", "--variant", "none", "--no-train-visual",
                  "-q"]) == 0
     config = captured[-1]
-    assert (config.lr, config.seed, config.epochs, config.finetune) == (1e-3, 3, 5, False)
+    assert (config.lr, config.seed, config.epochs, config.train_visual, config.train_audio) == (1e-3, 3, 5, False, True)
     assert config.model_options == {"variant": "none", "memory_size": 3, "causal": False, "audio_dropout": 0.0}
     assert config.out == "runs/stm-none-seed3" and config.dataset == "data"
     assert main(["train", "data", "--config", str(path), "--option", "variant=c+u", "--model", "ezvsl", "-q"]) == 2

@@ -1,17 +1,24 @@
 """Train, resume and evaluate end to end on a tiny synthetic benchmark (features cached)."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, Subset
 
 from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.cli import main
+from avloc.data.cache import FeatureCache
 from avloc.data.manifest import load_manifest
+from avloc.data.sources import load_dataset
 from avloc.data.synth import generate_dataset
+from avloc.data.windows import FeatureWindows, VideoWindows, scaled_size
 from avloc.evaluate import SCENARIO_ROWS, Protocol, evaluate
-from avloc.extract import extract_features
-from avloc.train import TrainConfig, fit
+from avloc.extract import extract_features, mel_config_for
+from avloc.io.decode import read_clip
+from avloc.models.encoders import create_encoder
+from avloc.train import TrainConfig, _datasets, build_model, fit, train_one_epoch
 from avloc.types import AvlocError
 
 
@@ -169,3 +176,111 @@ def test_models_refuse_what_they_cannot_train_with(bench, tmp_path, capsys):
 def test_protocol_refuses_absurd_map_sizes(size):
     with pytest.raises(AvlocError, match="map size"):
         Protocol(size=size)
+
+
+# ---------------------------------------------------------------------------------------
+# Training augmentation (STM paper: resize x1.1, random crop back) and which encoders train
+
+
+def test_feature_augmentation_scales_and_crops_the_visual_maps_per_seed(bench):
+    dataset, features = bench
+    records, classes = load_manifest(dataset).split("train"), load_manifest(dataset).classes
+    plain = FeatureWindows(FeatureCache(features), records, classes, steps=4)
+    augmented = FeatureWindows(FeatureCache(features), records, classes, steps=4, augment=True)
+    assert not FeatureWindows(FeatureCache(features), records, classes).augment  # off unless asked for
+    for windows in (plain, augmented):
+        windows.window_seed = 7
+    a, b = plain[3], augmented[3]
+    h, w = a["visual"].shape[-2:]
+    assert b["visual"].shape == a["visual"].shape and torch.equal(b["audio"], a["audio"])  # audio untouched
+    torch.testing.assert_close(b["times"], a["times"])  # the same window
+    # One crop of the x1.1 bilinear resize, the same for every step of the window.
+    big = torch.nn.functional.interpolate(a["visual"], size=(scaled_size(h), scaled_size(w)), mode="bilinear",
+                                          align_corners=False)
+    crops = [(top, left) for top in range(scaled_size(h) - h + 1) for left in range(scaled_size(w) - w + 1)]
+    matches = [c for c in crops if torch.allclose(big[..., c[0]:c[0] + h, c[1]:c[1] + w], b["visual"])]
+    assert len(matches) == 1 and not torch.equal(b["visual"], a["visual"])
+    # A function of (seed, sample): the same again, whichever process asks; another epoch seed draws anew.
+    assert torch.equal(augmented[3]["visual"], b["visual"])
+    drawn = set()
+    for seed in range(12):
+        augmented.window_seed = seed
+        drawn.add(augmented[3]["visual"].sum().item())
+    assert len(drawn) > 1
+
+
+def test_training_augments_and_validation_does_not(bench, tmp_path):
+    dataset = load_dataset(bench[0])
+    train_set, val_set = _datasets(_config(bench, tmp_path), dataset)
+    assert train_set.augment and not val_set.augment
+    assert not _datasets(_config(bench, tmp_path, augment=False), dataset)[0].augment
+    video_train, video_val = _datasets(_config(bench, tmp_path, features=None), dataset)
+    assert video_train.augment and not video_val.augment
+
+
+def test_video_augmentation_decodes_larger_and_crops_back(bench):
+    dataset, _ = bench
+    manifest = load_manifest(dataset)
+    records, mel = manifest.split("train")[:1], mel_config_for(create_encoder("small-audio"))
+    windows = VideoWindows(records, manifest.classes, steps=4, size=64, mel=mel, augment=True)
+    windows.window_seed = 3
+    sample = windows[0]
+    assert sample["frames"].shape == (4, 3, 64, 64) and torch.equal(windows[0]["frames"], sample["frames"])
+    start = float(sample["times"][0]) - 0.125  # step centres at (k + 0.5) / fps
+    big = read_clip(records[0].video, fps=4.0, size=scaled_size(64), start=start, end=start + 1.0).frames
+    assert big.shape[-1] == 70
+    crops = [big[..., top:top + 64, left:left + 64] for top in range(7) for left in range(7)]
+    assert sum(torch.equal(crop, sample["frames"]) for crop in crops) >= 1
+    plain = VideoWindows(records, manifest.classes, steps=4, size=64, mel=mel)
+    plain.window_seed = 3
+    assert torch.equal(plain[0]["logmel"], sample["logmel"])  # audio untouched
+
+
+@pytest.mark.parametrize(("train_visual", "train_audio"), [(None, None), (True, False), (False, False)])
+def test_train_visual_and_train_audio_choose_the_trained_encoders(bench, tmp_path, train_visual, train_audio):
+    flags = {key: value for key, value in (("train_visual", train_visual), ("train_audio", train_audio))
+             if value is not None}
+    config = _config(bench, tmp_path, features=None, **flags)
+    trains = {"visual": bool(train_visual), "audio": True if train_audio is None else train_audio}  # authors' split
+    assert (config.train_visual, config.train_audio) == (trains["visual"], trains["audio"])
+    model = build_model(config, ["a", "b", "background"], with_encoders=True)
+    for modality in ("visual", "audio"):
+        encoder = getattr(model, f"{modality}_encoder")
+        assert all(p.requires_grad == trains[modality] for p in encoder.parameters()), modality
+    head = [p for name, p in model.named_parameters() if not name.startswith(("visual_encoder.", "audio_encoder."))]
+    assert head and all(p.requires_grad for p in head)
+
+
+def test_one_end_to_end_step_moves_only_the_trained_encoder(bench, tmp_path, one_thread):
+    dataset = load_dataset(bench[0])
+    config = _config(bench, tmp_path, features=None)  # the defaults: visual frozen, audio trained
+    train_set = _datasets(config, dataset)[0]
+    train_set.window_seed = 0
+    model = build_model(config, list(dataset.classes), with_encoders=True)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loader = DataLoader(Subset(train_set, [0, 1]), batch_size=2)
+    train_one_epoch(model, loader, optimizer, "video", torch.device("cpu"), progress=False)
+    moved = {name.split(".")[0] for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert "audio_encoder" in moved and "visual_encoder" not in moved and "classifier" in moved
+
+
+def test_encoders_train_only_from_the_videos_and_old_configs_read_as_trained(bench, tmp_path, capsys):
+    dataset, features = bench
+    assert _config(bench, tmp_path).train_audio is False  # a cache holds no encoder to train
+    with pytest.raises(AvlocError, match="train_audio trains the audio encoder, which needs the videos"):
+        _config(bench, tmp_path, train_audio=True)
+    assert main(["train", str(dataset), "--features", str(features), "--train-visual", "--out", str(tmp_path), "-q"]) == 2
+    assert "--no-train-visual" in capsys.readouterr().err
+    # A config from before train_visual/train_audio: finetune and the STM defaults of its time, written out.
+    old = {**asdict(_config(bench, tmp_path, features=None)), "model_options": {"variant": "u"}}
+    for key in ("train_visual", "train_audio", "augment"):
+        del old[key]
+    for finetune in (False, True):
+        config = TrainConfig.from_dict({**old, "finetune": finetune})
+        assert (config.train_visual, config.train_audio, config.augment) == (finetune, finetune, False)
+        assert config.model_options == {"variant": "u", "spatial_similarity": "dot"}
+    cosine = TrainConfig.from_dict({**old, "finetune": False, "model_options": {"spatial_similarity": "cosine"}})
+    assert cosine.model_options == {"spatial_similarity": "cosine", "spatial_temperature": 0.1}
+    with pytest.raises(AvlocError, match="unknown training config key 'finetune'"):
+        TrainConfig.from_dict({**asdict(_config(bench, tmp_path)), "finetune": False, "train_visual": False})

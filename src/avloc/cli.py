@@ -104,7 +104,8 @@ def _train(args: argparse.Namespace) -> int:
     file = read_config_file(args.config) if args.config else {}
     weights = _parse_weights(args.weights)
     flags = {"model": args.model, "features": args.features, "visual_weights": weights.get("visual"),
-             "audio_weights": weights.get("audio"), "finetune": args.finetune, "steps": args.steps,
+             "audio_weights": weights.get("audio"), "train_visual": args.train_visual,
+             "train_audio": args.train_audio, "augment": args.augment, "steps": args.steps,
              "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr, "supervision": args.supervision,
              "seed": args.seed, "workers": args.workers, "out": args.out}
     values = {**file, **{key: value for key, value in flags.items() if value is not None}, "dataset": args.dataset}
@@ -329,8 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="STM memory window around t (reads the future, as the authors' code) instead of the "
                        "past (stm only; default: the past)")
     train.add_argument("--audio-dropout", type=float, default=None,
-                       help="STM: probability of hiding the audio vector from the classifier in training (stm only; "
-                       "default 0: the paper); see docs/results.md")
+                       help="STM: probability of hiding the audio vector from the classifier in training; at "
+                       "inference it is fed scaled by 1 - P, so 1 hides it always (stm only; default 0: the paper); "
+                       "see docs/results.md")
     train.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="a model option (repeatable), e.g. --option fusion=dmrn, converted by the option's type "
                        "(true/false, 3, 0.5, text) and overriding the flags above; see the model's docstring")
@@ -338,8 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder_flags(train, {"visual": "the --features source's, else small-visual",
                                "audio": "the --features source's, else small-audio",
                                "fps": "the --features source's, else 4", "size": "the --features source's, else 256"})
-    train.add_argument("--finetune", action=argparse.BooleanOptionalAction, default=None,
-                       help="train the encoders too (without --features; default: frozen)")
+    train.add_argument("--train-visual", action=argparse.BooleanOptionalAction, default=None,
+                       help="train the visual encoder too (without --features; default: frozen, as the STM authors)")
+    train.add_argument("--train-audio", action=argparse.BooleanOptionalAction, default=None,
+                       help="train the audio encoder (without --features; default: trained when training from the videos, "
+                       "from scratch unless --weights audio=... is given, as the STM authors; frozen with --features)")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="the STM paper's training augmentation: frames (or cached visual maps) resized x1.1 "
+                       "and randomly cropped back, one crop per window (default: on; never at validation)")
     train.add_argument("--steps", type=int, default=None, help="steps per training window (default 4 = 1 s)")
     train.add_argument("--batch-size", type=int, default=None,
                        help="windows per optimiser step, over all processes under torchrun (the global batch; "

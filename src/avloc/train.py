@@ -64,7 +64,8 @@ RESERVED_OPTIONS = {
     "audio_encoder": "--audio",
     "visual_weights": "--weights visual=...",
     "audio_weights": "--weights audio=...",
-    "finetune": "--finetune",
+    "train_visual": "--train-visual",
+    "train_audio": "--train-audio",
 }
 _PATH_FIELDS = ("dataset", "out", "features", "visual_weights", "audio_weights")
 
@@ -76,6 +77,13 @@ class TrainConfig:
     Every field is checked against its type on construction (an int is a float, paths become
     strings), and ``model_options`` against the builder of ``model`` (see
     :func:`avloc.models._registry.check_options`); empty options take the model's own defaults.
+
+    Encoders, when training from the videos (no ``features``): ``train_visual`` [False] and
+    ``train_audio`` [None = True from the videos, the STM authors' split: pretrained visual
+    network frozen, audio network trained from scratch; with a feature cache there is no
+    encoder to train, so it resolves to False]. ``augment`` [True]: the STM paper's training
+    augmentation (frames resized x1.1 and randomly cropped back; cached maps likewise, see
+    :mod:`avloc.data.windows`); validation and evaluation never augment.
     """
 
     dataset: str
@@ -87,7 +95,9 @@ class TrainConfig:
     audio: str = "small-audio"
     visual_weights: str | None = None
     audio_weights: str | None = None
-    finetune: bool = False
+    train_visual: bool = False
+    train_audio: bool | None = None  # None: True when training from the videos, else False
+    augment: bool = True
     fps: float = 4.0
     size: int = 256
     steps: int = 4
@@ -105,6 +115,12 @@ class TrainConfig:
             if name in _PATH_FIELDS and isinstance(value, os.PathLike):
                 value = os.fspath(value)
             object.__setattr__(self, name, convert_value(annotation, value, name))
+        if self.train_audio is None:
+            object.__setattr__(self, "train_audio", self.features is None)
+        for modality in ("visual", "audio"):
+            if self.features is not None and getattr(self, f"train_{modality}"):
+                raise AvlocError(f"train_{modality} trains the {modality} encoder, which needs the videos: drop "
+                                 f"features (--features) or pass --no-train-{modality}")
         object.__setattr__(self, "model_options",
                            check_options(self.model, self.model_options, reserved=RESERVED_OPTIONS))
         if self.supervision not in SUPERVISIONS:
@@ -132,6 +148,7 @@ class TrainConfig:
             raise AvlocError(f"{where}a training config must be a mapping, got {type(values).__name__}")
         # Every key of the checkpoints this version wrote or ships (models/default/stm-synth.pt
         # included) is a field; a key that is not one is refused, never silently dropped.
+        values = _upgrade(values)
         unknown = [key for key in values if key not in _FIELD_TYPES]
         if unknown:
             raise AvlocError(f"{where}unknown training config key {unknown[0]!r}; expected one of "
@@ -143,6 +160,29 @@ class TrainConfig:
 
 
 _FIELD_TYPES = get_type_hints(TrainConfig)
+
+
+def _upgrade(values: Mapping) -> Mapping:
+    """A config written before ``train_visual``/``train_audio`` replaced ``finetune``, in today's fields.
+
+    Such a config (the shipped ``models/default/stm-synth.pt`` is one) describes a run that
+    trained both encoders or neither, without augmentation, and an STM whose spatial attention
+    defaulted to dot / sqrt(C) (cosine to temperature 0.1): those settings are written out, so
+    the model is rebuilt as it was trained. Any other config (one that mixes ``finetune`` with
+    the fields that replaced it included) is returned as it is.
+    """
+    if "finetune" not in values or any(key in values for key in ("train_visual", "train_audio", "augment")):
+        return values
+    upgraded = {key: value for key, value in values.items() if key != "finetune"}
+    finetune = values["finetune"] if values.get("features") is None else False  # a cache ignored finetune
+    upgraded.update(train_visual=finetune, train_audio=finetune, augment=False)
+    options = values.get("model_options", {})
+    if values.get("model", TrainConfig.model) == "stm" and isinstance(options, Mapping):
+        options = {**options}
+        if options.setdefault("spatial_similarity", "dot") == "cosine" and options.get("spatial_temperature") is None:
+            options["spatial_temperature"] = 0.1
+        upgraded["model_options"] = options
+    return upgraded
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
@@ -172,6 +212,9 @@ def read_config_file(path: str | os.PathLike) -> dict:
                          f"{type(values).__name__}")
     checked = {}
     for key, value in values.items():
+        if key == "finetune":
+            raise AvlocError(f"{path}: finetune is no longer a setting; use train_visual and train_audio "
+                             "(--train-visual, --train-audio)")
         if key not in _FIELD_TYPES:
             raise AvlocError(f"{path}: unknown key {key!r}; expected some of {', '.join(_FIELD_TYPES)}")
         checked[key] = convert_value(_FIELD_TYPES[key], value, f"{path}: {key}", parse_strings=True)
@@ -211,7 +254,8 @@ def build_model(config: TrainConfig, classes: list[str], with_encoders: bool) ->
                          "(made by avloc extract)")
     if with_encoders:
         inputs = dict(visual_encoder=config.visual, audio_encoder=config.audio, visual_weights=config.visual_weights,
-                      audio_weights=config.audio_weights, finetune=config.finetune)
+                      audio_weights=config.audio_weights, train_visual=config.train_visual,
+                      train_audio=config.train_audio)
     else:
         inputs = dict(visual_channels=create_encoder(config.visual).out_channels,
                       audio_channels=create_encoder(config.audio).out_channels)
@@ -239,11 +283,11 @@ def _datasets(config: TrainConfig, dataset: NativeDataset) -> tuple[Dataset, Dat
             )
         if cache.meta.fps != config.fps:
             raise AvlocError(f"{cache.path}: extracted at {cache.meta.fps} fps, the run uses {config.fps}")
-        return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps),
+        return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps, augment=config.augment),
                 FeatureWindows(cache, val_records, dataset.classes, steps=val_steps, random_window=False))
     mel = mel_config_for(create_encoder(config.audio))
     options = dict(fps=config.fps, size=config.size, mel=mel)
-    return (VideoWindows(train_records, dataset.classes, steps=config.steps, **options),
+    return (VideoWindows(train_records, dataset.classes, steps=config.steps, augment=config.augment, **options),
             VideoWindows(val_records, dataset.classes, steps=val_steps, random_window=False, **options))
 
 

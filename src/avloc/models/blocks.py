@@ -36,6 +36,26 @@ def spatial_pool(x: torch.Tensor, kind: str = "max") -> torch.Tensor:
 SIMILARITIES = ("dot", "cosine")
 
 
+def similarity_logits(
+    visual: torch.Tensor, audio: torch.Tensor, temperature: float = 1.0, similarity: str = "dot"
+) -> torch.Tensor:
+    """The logits of the spatial attention f: ``visual(i, j) . audio / temperature``, ``(..., h, w)``.
+
+    Args:
+        visual: ``(..., C, h, w)`` visual (or audio-visual) map.
+        audio: ``(..., C)`` audio vector, already pooled (phi) by the caller.
+        temperature: divides the similarities.
+        similarity: "dot" (eq. 1) or "cosine" (both vectors L2-normalised first, so that the
+            logits follow the direction of the features, not their magnitude; the STM authors'
+            ``--normalize``).
+    """
+    check_choice("similarity", similarity, SIMILARITIES)
+    keys, query = visual, audio
+    if similarity == "cosine":
+        keys, query = F.normalize(visual, dim=-3), F.normalize(audio, dim=-1)
+    return torch.einsum("...chw,...c->...hw", keys, query) / temperature  # (..., C, h, w), (..., C) -> (..., h, w)
+
+
 def cross_modal_attention(
     visual: torch.Tensor, audio: torch.Tensor, temperature: float = 1.0, similarity: str = "dot"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,20 +65,12 @@ def cross_modal_attention(
     ``alpha(i, j) * visual(i, j, c)`` on every channel c. Eq. 1 is ``temperature = 1``.
 
     Args:
-        visual: ``(..., C, h, w)`` visual (or audio-visual) map.
-        audio: ``(..., C)`` audio vector, already pooled (phi) by the caller.
-        temperature: divides the similarities before the softmax.
-        similarity: "dot" (eq. 1) or "cosine" (both vectors L2-normalised first, so that the
-            attention follows the direction of the features, not their magnitude).
+        visual, audio, temperature, similarity: as for :func:`similarity_logits`.
 
     Returns:
         ``(attended, alpha)``: ``(..., C, h, w)`` and ``(..., h, w)``, alpha summing to 1 over (h, w).
     """
-    check_choice("similarity", similarity, SIMILARITIES)
-    keys, query = visual, audio
-    if similarity == "cosine":
-        keys, query = F.normalize(visual, dim=-3), F.normalize(audio, dim=-1)
-    scores = torch.einsum("...chw,...c->...hw", keys, query) / temperature  # (..., C, h, w), (..., C) -> (..., h, w)
+    scores = similarity_logits(visual, audio, temperature, similarity)  # (..., h, w)
     alpha = scores.flatten(-2).softmax(dim=-1).view_as(scores)  # (..., h*w) -> (..., h, w)
     return alpha.unsqueeze(-3) * visual, alpha  # (..., 1, h, w) * (..., C, h, w)
 

@@ -44,16 +44,33 @@ class STM(nn.Module):
       each [norm=True, the authors' code], ReLU between, none after the last (signed features).
     - phi: global ``pool`` over positions, ["max"] as the authors' code, or "mean"; the same phi
       in the spatial attention, the temporal attention and the classifier's audio vector.
-    - Spatial attention f: dot product divided by ``spatial_temperature`` [None = sqrt(C), the
-      scaling eq. 2 uses]; 1.0 is eq. 1 exactly. Unscaled, the BatchNorm'd C = 256 features give
-      logits with a standard deviation near sqrt(C) = 16 and the softmax saturates (measured on
-      the synthetic benchmark after training: mean map peak 0.995 with 1.0, 0.51 with sqrt(C)), which
-      starves the attention of gradient. No L2 normalisation.
-    - ``audio_dropout`` [0.0, the paper]: in training, the probability of zeroing phi(hat x_a)
-      in the classifier input O^t for a whole sample. With the audio vector always present the
-      class is predictable from audio alone and nothing forces the attention onto the sounding
-      object (see docs/results.md); dropping it makes sum_ij hat x_av, i.e. the region the audio
-      selects, carry the class. Inference is unchanged.
+    - Spatial attention f (lines 4 and 3.3): ``spatial_similarity`` ["cosine", the authors'
+      released training script, which runs with ``--normalize``: audio and visual vectors
+      L2-normalised] or "dot" (eq. 1), divided by ``spatial_temperature`` [None = the
+      similarity's own: 1.0 for cosine (the authors'), sqrt(C) for dot (the scaling eq. 2
+      uses); 1.0 with dot is eq. 1 exactly]. Why cosine: the dot product of the BatchNorm'd
+      C = 256 features is unbounded, and weak training sharpens its softmax onto one cell (mean
+      map peak 0.995 with dot / 1.0 and 0.51 with dot / sqrt(C) after training on the synthetic
+      benchmark); a map of one cell has no extent. Measured by a reviewer on a held-out
+      benchmark, same frozen default encoders and features, ``--variant c+u --audio-dropout 0.5
+      --lr 1e-3 --epochs 40``: single-source cIoU@0.5 0.230 and pointing 0.49 with cosine / 1.0,
+      against 0.008 and 0.25 with dot / sqrt(C). Cosine logits lie in [-1/tau, 1/tau], so the map
+      can never collapse onto one cell; the price is a soft attended sum: on the toy task of
+      tests/test_stm.py (one sounding cell of 16) cosine / 1.0 still puts the map's argmax on it
+      (95% after 300 steps) but peaks at 0.12, and the class read from sum_ij hat x_av drops to
+      about 52% against 100% with dot / sqrt(C). (The default was dot / sqrt(C) before, and cosine's
+      temperature 0.1; checkpoints of that time keep theirs, see
+      :meth:`avloc.train.TrainConfig.from_dict`.)
+    - ``audio_dropout`` p [0.0, the paper]: in training, phi(hat x_a) in the classifier input
+      O^t is zeroed for a whole sample with probability p; at inference it is fed scaled by
+      (1 - p), its expectation in training (dropout without the 1 / (1 - p) rescaling, which
+      p = 1 would make infinite). So p = 1 means the audio vector never reaches the classifier,
+      in training or at inference: the audio half of its first layer gets no gradient and is
+      never read. (Inference used to feed the audio vector unscaled, so with p = 1 that
+      never-trained half, still at its random initialisation, was added to every logit.) With
+      the audio vector always present the class is predictable from audio alone and nothing
+      forces the attention onto the sounding object (see docs/results.md); dropping it makes
+      sum_ij hat x_av, i.e. the region the audio selects, carry the class.
     - Temporal attention g: ``heads`` L [1], each of C/L dims scaled by sqrt(C/L)
       (``nn.MultiheadAttention``'s layout; the paper's sqrt(C) for L = 1); bias-free W_q, W_k;
       the values are the feature maps themselves; heads averaged (eq. 2).
@@ -66,12 +83,16 @@ class STM(nn.Module):
       the stored x_av, a "c+u" output depends on up to 2K earlier steps.
     - ``variant``: ["c+u"] Algorithm 1; "u" skips line 5; "none" skips lines 2, 3, 5. The
       attention modules of skipped lines are not built.
-    - Localisation map (3.3): f(hat x_a, hat x_av) = softmax_ij(hat x_av(i, j) . phi(hat x_a)).
+    - Localisation map (3.3): "c+u": f(hat x_a, hat x_av) = softmax_ij(sim(hat x_av(i, j),
+      phi(hat x_a))); "u" and "none" have no line 5, so their map is the line-4 alpha itself, as
+      in the authors' code (f applied to x_av = alpha * x_v would apply alpha twice).
     - Classifier (3.4): O^t = [sum_ij hat x_av ; phi(hat x_a)] -> Linear(2C, C) -> ReLU ->
       Linear(C, K); K = ``num_classes``, background included (the caller's class order).
     - ``temporal_pool`` of the per-step logits into video logits: ["max"] (authors' code) or "mean".
-    - Encoders (optional, end-to-end): frozen [finetune=False], i.e. no gradient and kept in
-      eval mode (BatchNorm statistics fixed) even when the model trains.
+    - Encoders (optional, end-to-end): ``train_visual`` [False] and ``train_audio`` [True], the
+      authors' split: the pretrained visual network frozen, the audio network trained (from
+      scratch when it has no weights). A frozen encoder gets no gradient and stays in eval mode
+      (BatchNorm statistics fixed) even when the model trains.
 
     Note: in training mode BatchNorm mixes the statistics of all steps of the batch, so the
     causality of the memory holds exactly in eval mode (or with ``norm=False``).
@@ -93,11 +114,12 @@ class STM(nn.Module):
         pool: str = "max",
         temporal_pool: str = "max",
         spatial_temperature: float | None = None,
-        spatial_similarity: str = "dot",
+        spatial_similarity: str = "cosine",
         audio_dropout: float = 0.0,
         visual_encoder: Encoder | None = None,
         audio_encoder: Encoder | None = None,
-        finetune: bool = False,
+        train_visual: bool = False,
+        train_audio: bool = True,
     ) -> None:
         super().__init__()
         check_choice("pool", pool, POOLS)
@@ -109,15 +131,15 @@ class STM(nn.Module):
             if encoder is not None and encoder.out_channels != expected:
                 raise AvlocError(f"{what}_channels={expected} but the {what} encoder gives {encoder.out_channels}")
         self.visual_channels, self.audio_channels, self.num_classes = visual_channels, audio_channels, num_classes
-        self.pool, self.temporal_pool, self.finetune = pool, temporal_pool, finetune
+        self.pool, self.temporal_pool = pool, temporal_pool
+        self.train_visual, self.train_audio = train_visual, train_audio
         self.visual_encoder, self.audio_encoder = visual_encoder, audio_encoder
-        for encoder in (visual_encoder, audio_encoder):
-            if encoder is not None and not finetune:
-                encoder.requires_grad_(False).eval()
+        for encoder in self._frozen_encoders():
+            encoder.requires_grad_(False).eval()
         self.visual_projection = Projection(visual_channels, channels, layers=projection_layers, norm=norm)
         self.audio_projection = Projection(audio_channels, channels, layers=projection_layers, norm=norm)
         check_choice("spatial_similarity", spatial_similarity, SIMILARITIES)
-        default_temperature = channels**0.5 if spatial_similarity == "dot" else 0.1
+        default_temperature = channels**0.5 if spatial_similarity == "dot" else 1.0
         self.spatial_temperature = default_temperature if spatial_temperature is None else spatial_temperature
         self.spatial_similarity = spatial_similarity
         if not 0.0 <= audio_dropout <= 1.0:
@@ -129,11 +151,16 @@ class STM(nn.Module):
         )
         self.classifier = MLP(2 * channels, channels, num_classes)
 
+    def _frozen_encoders(self) -> list[Encoder]:
+        """The encoders this model holds and does not train."""
+        return [encoder for encoder, trained in ((self.visual_encoder, self.train_visual),
+                                                 (self.audio_encoder, self.train_audio))
+                if encoder is not None and not trained]
+
     def train(self, mode: bool = True) -> STM:
         super().train(mode)
-        for encoder in (self.visual_encoder, self.audio_encoder):
-            if encoder is not None and not self.finetune:
-                encoder.eval()  # frozen: BatchNorm keeps its pretrained statistics
+        for encoder in self._frozen_encoders():
+            encoder.eval()  # frozen: BatchNorm keeps its pretrained statistics
         return self
 
     def forward(
@@ -203,14 +230,20 @@ class STM(nn.Module):
     def _read_out(self, memory: MemoryOutput) -> AVOutput:
         """Localisation map (3.3) and classifier (3.4) from the memory layer's outputs."""
         audio = spatial_pool(memory.audio, self.pool)  # (B, T, C, m, n) -> (B, T, C)
-        heatmap = cross_modal_attention(
-            memory.audio_visual, audio, self.spatial_temperature, self.spatial_similarity
-        )[1]  # (B, T, h, w)
+        if self.memory.variant == "c+u":
+            heatmap = cross_modal_attention(
+                memory.audio_visual, audio, self.spatial_temperature, self.spatial_similarity
+            )[1]  # (B, T, h, w)
+        else:  # no line 5: hat x_av = alpha * x_v, whose map is alpha (authors' code)
+            heatmap = memory.alpha
         audio_visual = memory.audio_visual.sum(dim=(-2, -1))  # (B, T, C, h, w) -> (B, T, C)
-        classifier_audio = audio
-        if self.training and self.audio_dropout > 0:
+        if not self.training:
+            classifier_audio = audio * (1.0 - self.audio_dropout)  # the expectation of training's input
+        elif self.audio_dropout > 0:
             keep = torch.rand(audio.shape[0], 1, 1, device=audio.device) >= self.audio_dropout  # (B, 1, 1)
             classifier_audio = audio * keep
+        else:
+            classifier_audio = audio
         logits = self.classifier(torch.cat([audio_visual, classifier_audio], dim=-1))  # (B, T, 2C) -> (B, T, K)
         video_logits = logits.amax(dim=1) if self.temporal_pool == "max" else logits.mean(dim=1)  # (B, K)
         embeddings = {"audio": audio, "audio_visual": audio_visual, "alpha": memory.alpha}
@@ -242,7 +275,8 @@ class STM(nn.Module):
             raise ValueError(f"STM: {raw_name} given but the model holds no {what} encoder")
         if raw.ndim != 5 or raw.shape[2] != channels:
             raise ValueError(f"STM: expected {raw_name} (B, T, {channels}, H, W), got {tuple(raw.shape)}")
-        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+        trained = self.train_visual if what == "visual" else self.train_audio
+        with torch.set_grad_enabled(trained and torch.is_grad_enabled()):
             maps = encoder(raw.flatten(0, 1))  # (B*T, channels, H, W) -> (B*T, C, h, w)
         return maps.unflatten(0, raw.shape[:2])  # (B*T, C, h, w) -> (B, T, C, h, w)
 
@@ -263,13 +297,14 @@ def stm(
     pool: str = "max",
     temporal_pool: str = "max",
     spatial_temperature: float | None = None,
-    spatial_similarity: str = "dot",
+    spatial_similarity: str = "cosine",
     audio_dropout: float = 0.0,
     visual_encoder: str | None = None,
     audio_encoder: str | None = None,
     visual_weights: str | os.PathLike | None = None,
     audio_weights: str | os.PathLike | None = None,
-    finetune: bool = False,
+    train_visual: bool = False,
+    train_audio: bool = True,
 ) -> STM:
     """Build STM (see :class:`STM` for every argument and default).
 
@@ -301,5 +336,6 @@ def stm(
         audio_dropout=audio_dropout,
         visual_encoder=visual,
         audio_encoder=audio,
-        finetune=finetune,
+        train_visual=train_visual,
+        train_audio=train_audio,
     )
