@@ -12,6 +12,19 @@ from avloc.types import AvlocError
 
 
 def _synth(args: argparse.Namespace) -> int:
+    if args.assets is not None:  # pictures and recordings instead of shapes: avloc.data.composite
+        import json
+
+        from avloc.data.composite import generate_composite
+
+        out = generate_composite(args.out, args.assets, clips=args.clips, seed=args.seed, size=args.size,
+                                 seconds=args.seconds, workers=args.workers, progress=not args.quiet)
+        marker = json.loads((out / "synth.json").read_text())
+        print(f"wrote {args.clips} clips to {out} from {len(marker['classes'])} classes and "
+              f"{marker['silent_pictures']} silent pictures of {args.assets}")
+        for reason, count in marker["skipped"].items():
+            print(f"  skipped {count} {reason}")
+        return 0
     from avloc.data.synth import generate_dataset
 
     out = generate_dataset(args.out, clips=args.clips, seed=args.seed, size=args.size, seconds=args.seconds,
@@ -277,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--size", type=int, default=128, help="frame size in pixels (default 128)")
     synth.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    synth.add_argument("--assets", default=None, metavar="DIR",
+                       help="compose clips from real cut-outs and recordings instead of shapes: DIR/<class>/*.png "
+                       "+ *.ogg/*.wav/*.flac, DIR/_silent/*.png (scripts/build_assets.py; docs/datasets.md)")
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_synth)
 
