@@ -1,26 +1,32 @@
 """Why STM's cIoU stays low on the synthetic benchmark: the extent of its maps and two ceilings.
 
-    python bench/stm_map_diagnostics.py CHECKPOINT DATASET FEATURES.h5 [--split val]
+    python bench/stm_map_diagnostics.py CHECKPOINT DATASET FEATURES.h5 [--split val] [--results FILE.md]
 
 On the single-source frames of ``--split`` (every frame of a single-scenario clip with a box):
 
-1. **Map extent.** The section-3.3 map f(hat x_a, hat x_av) and the line-4 map alpha =
-   f(x_a, x_v), each recomputed from the checkpoint with its similarity logits multiplied by
-   a scale (1 = the trained model), scored by mean cIoU@0.5 (per-frame min-max, 256 px); and
-   an oracle that picks, per frame, the best of 19 thresholds on the min-max logits — an upper
-   bound for any monotone recalibration of that map.
+1. **Map extent.** The line-4 map alpha = f(hat x_a, hat x_v) and the section-3.3 map
+   f(hat x_a, hat x_av), recomputed from the checkpoint with their similarity logits multiplied
+   by a scale (1 = the trained model; the checkpoint's own similarity, dot or cosine), scored by
+   mean cIoU@0.5 (per-frame min-max, 256 px); and an oracle that picks, per frame, the best of
+   19 thresholds on the min-max logits — an upper bound for any monotone recalibration of that
+   map. For "c+u" the final map reads hat x_av = line 5 applied to alpha * hat x_v, so alpha is
+   rescaled twice over: the *inner* scale multiplies the logits of line 4 (and so changes
+   hat x_av and the final map's logits), the *outer* scale those of the final softmax; the table
+   has one row per inner scale. For "u" and "none" the final map is alpha itself (one row).
 2. **Ceiling of the frozen features.** A fully supervised per-cell probe (two 1x1 conv layers,
    256 wide, as STM's projection) trained on the cached train-split visual features to label
    every cell with the class of the box its centre lies in (or background), 15 epochs: its
    class-probability map for the true class, scored the same way. Weak training cannot beat
    what full supervision gets from the same frozen features and the same 1x1 head.
 
-Rewrites the section "STM map diagnostics" of docs/results.md.
+Rewrites the section "STM map diagnostics" of ``--results`` (default docs/results.md; point it
+elsewhere for a trial run on a small dataset).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,12 +39,12 @@ from avloc.evaluate import step_indices
 from avloc.io.decode import probe
 from avloc.localize import normalize, upsample
 from avloc.metrics import ciou, gt_map, pointing_hit
-from avloc.models.blocks import spatial_pool
+from avloc.models.blocks import similarity_logits, spatial_pool
 from avloc.train import TrainConfig, build_model
-from results_md import command, update_section
+from results_md import RESULTS, command, update_section
 
 SIZE = 256  # evaluation grid, as avloc eval
-SCALES = (1.0, 0.3, 0.1, 0.03, 0.01)
+SCALES = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)  # cosine logits are bounded: sharper too
 ORACLE_THRESHOLDS = np.linspace(0.05, 0.95, 19)
 
 
@@ -78,13 +84,19 @@ def oracle(logits: list[torch.Tensor], gts: list[torch.Tensor]) -> float:
 
 
 @torch.no_grad()
-def map_logits(checkpoint: str, cache: FeatureCache, frames: list) -> dict[str, list[torch.Tensor]]:
-    """Similarity logits (before the softmax) of the final map and of alpha, per frame ``(h, w)``."""
+def map_logits(checkpoint: str, cache: FeatureCache, frames: list) -> tuple[str, dict[str, list[torch.Tensor]]]:
+    """The variant and the similarity logits (before the softmax) of alpha and of the final map, per frame ``(h, w)``.
+
+    Keys: ``"alpha"`` (line 4, the trained model) and, for "c+u", ``"final x{s}"`` per inner
+    scale s of SCALES: the final map's logits when line 4's logits are multiplied by s.
+    """
     state = load_checkpoint(checkpoint)
     model = build_model(TrainConfig.from_dict(state["config"]), state["classes"], with_encoders=False)
     model.load_state_dict(state["model"])
     model.eval()
-    logits: dict[str, list[torch.Tensor]] = {"final": [], "alpha": []}
+    variant, temperature, similarity = model.memory.variant, model.spatial_temperature, model.spatial_similarity
+    names = ["alpha"] + ([f"final x{inner:g}" for inner in SCALES] if variant == "c+u" else [])
+    logits: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     by_clip: dict[str, dict[str, torch.Tensor]] = {}
     for clip_id, step, _, _ in frames:
         if clip_id not in by_clip:
@@ -94,15 +106,21 @@ def map_logits(checkpoint: str, cache: FeatureCache, frames: list) -> dict[str, 
             x_v = model.visual_projection(visual.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, C, h, w) -> (B, T, C, h, w)
             x_a = model.audio_projection(audio.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, C, m, n) -> (B, T, C, m, n)
             memory = model.memory(x_a, x_v)
-            final_query = spatial_pool(memory.audio, model.pool)[..., None, None]  # (B, T, C) -> (B, T, C, 1, 1)
-            alpha_query = spatial_pool(x_a, model.pool)[..., None, None]  # (B, T, C) -> (B, T, C, 1, 1)
-            by_clip = {clip_id: {
-                "final": (memory.audio_visual * final_query).sum(2)[0] / model.spatial_temperature,  # (T, h, w)
-                "alpha": (x_v * alpha_query).sum(2)[0] / model.spatial_temperature,  # (T, h, w)
-            }}
+            query = spatial_pool(memory.audio, model.pool)  # (B, T, C, m, n) -> (B, T, C): phi(hat x_a)
+            alpha = similarity_logits(memory.visual, query, temperature, similarity)  # (B, T, h, w)
+            torch.testing.assert_close(alpha.flatten(2).softmax(-1).view_as(alpha), memory.alpha)  # line 4 itself
+            by_clip = {clip_id: {"alpha": alpha[0]}}
+            for inner in SCALES if variant == "c+u" else ():
+                model.memory.spatial_temperature = temperature / inner  # line 4's logits x inner
+                try:
+                    rescaled = model.memory(x_a, x_v)
+                finally:
+                    model.memory.spatial_temperature = temperature
+                final = similarity_logits(rescaled.audio_visual, query, temperature, similarity)  # (B, T, h, w)
+                by_clip[clip_id][f"final x{inner:g}"] = final[0]
         for name in logits:
             logits[name].append(by_clip[clip_id][name][step])
-    return logits
+    return variant, logits
 
 
 def softmax_map(logit: torch.Tensor, scale: float) -> torch.Tensor:
@@ -149,21 +167,26 @@ def main() -> None:
     parser.add_argument("dataset")
     parser.add_argument("features")
     parser.add_argument("--split", default="val")
+    parser.add_argument("--results", default=str(RESULTS), help="markdown file to update (default docs/results.md)")
     args = parser.parse_args()
     cache = FeatureCache(args.features)
     frames = single_frames(args.dataset, cache, args.split)
     gts = [gt for _, _, gt, _ in frames]
     area = float(np.mean([gt.mean().item() for gt in gts]))
-    logits = map_logits(args.checkpoint, cache, frames)
+    variant, logits = map_logits(args.checkpoint, cache, frames)
     lines = [
-        f"Checkpoint `{args.checkpoint}`, {args.split} split: {len(frames)} single-source frames; the "
-        f"ground-truth boxes cover {100 * area:.1f}% of the frame on average. cIoU@0.5 (pointing) per "
-        f"scale of the similarity logits (1 = the trained model):",
+        f"Checkpoint `{args.checkpoint}` (variant {variant}), {args.split} split: {len(frames)} single-source "
+        f"frames; the ground-truth boxes cover {100 * area:.1f}% of the frame on average. cIoU@0.5 (pointing) "
+        f"per outer scale of the map's similarity logits (1 = the trained model); for c+u one row per inner "
+        f"scale of line 4's logits, which the final map reads through hat x_av:",
         "",
         "| map | " + " | ".join(f"x{s:g}" for s in SCALES) + " | oracle threshold |",
         "|---|" + "---|" * (len(SCALES) + 1),
     ]
-    for name, title in (("final", "section 3.3: f(hat x_a, hat x_av)"), ("alpha", "line 4: alpha = f(x_a, x_v)")):
+    titles = {"alpha": "line 4: alpha = f(hat x_a, hat x_v)" + ("" if variant == "c+u" else ", the final map")}
+    titles.update({name: f"section 3.3: f(hat x_a, hat x_av), inner {name.split()[1]}" for name in logits
+                   if name != "alpha"})
+    for name, title in titles.items():
         cells = []
         for scale in SCALES:
             mean_ciou, hits = score([softmax_map(m, scale) for m in logits[name]], gts)
@@ -175,7 +198,7 @@ def main() -> None:
     lines += ["", f"Fully supervised per-cell probe on the same frozen features (train split, 15 epochs): "
               f"cIoU@0.5 {probe_ciou:.3f}, pointing {probe_hits:.2f}.", "", f"Command: {command()}"]
     print(lines[-3], flush=True)
-    update_section("STM map diagnostics", "\n".join(lines))
+    update_section("STM map diagnostics", "\n".join(lines), Path(args.results))
 
 
 if __name__ == "__main__":

@@ -132,12 +132,14 @@ class MemoryOutput:
         audio_visual: hat x_av, line 5 (line 4 without cross-modal memory).
         cross_modal: x_av of line 4, f(hat x_a, hat x_v), what the memory stores for av.
         alpha: ``(B, T, h, w)`` the spatial attention of line 4.
+        visual: hat x_v, line 3 (the input itself without uni-modal memory), what line 4 attends over.
     """
 
     audio: torch.Tensor
     audio_visual: torch.Tensor
     cross_modal: torch.Tensor
     alpha: torch.Tensor
+    visual: torch.Tensor
 
 
 class SpaceTimeMemory(nn.Module):
@@ -207,7 +209,7 @@ class SpaceTimeMemory(nn.Module):
             visual_hat, audio_vector, self.spatial_temperature, self.spatial_similarity
         )  # line 4
         audio_visual = self._propagate(self.audio_visual_memory, cross_modal, bank.audio_visual)  # line 5
-        return MemoryOutput(audio_hat, audio_visual, cross_modal, alpha)
+        return MemoryOutput(audio_hat, audio_visual, cross_modal, alpha, visual_hat)
 
     def step(self, audio: torch.Tensor, visual: torch.Tensor, bank: MemoryBank) -> tuple[MemoryOutput, MemoryBank]:
         """One streaming step ``(B, 1, C, ...)``: its output and the bank with the step pushed."""
