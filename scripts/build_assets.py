@@ -60,7 +60,7 @@ GROUPS = {
     "Washing-machine": "washing_machine", "tucan": "toucan", "nandou": "rhea", "xanthia": "moth",
 }
 SKIPPED_SILENT = "symbols/alphabets/*"
-MIN_SIDE = 64  # smaller pictures are icons that look blurred at video size
+MIN_SIDE = 64  # smaller silent pictures are icons (coins, chess pieces) that look blurred at video size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,9 +152,16 @@ def _select(stamps: Path) -> tuple[dict[str, list[tuple[Path, Path]]], list[Path
             skipped[f"sound: {voice}"] += 1
         if fnmatch.fnmatch(relative, SKIPPED_SILENT):
             skipped["image: letter of an alphabet (kept out of the silent stamps)"] += 1
+        elif _side(path) < MIN_SIDE:
+            skipped[f"image: silent stamp smaller than {MIN_SIDE} px (an icon)"] += 1
         else:
             silent.append(path)
     return dict(sorted(kept.items())), silent, skipped
+
+
+def _side(png: Path) -> int:
+    with Image.open(png) as image:
+        return max(image.size)
 
 
 def _unusable(png: Path, sound: Path | None) -> str | None:
@@ -165,8 +172,6 @@ def _unusable(png: Path, sound: Path | None) -> str | None:
         return "image: unreadable PNG"
     if not has_alpha:
         return "image: no transparency (not a cut-out)"
-    if max(image.size) < MIN_SIDE:
-        return f"image: smaller than {MIN_SIDE} px (an icon)"
     if sound is not None:
         try:
             if soundfile.info(str(sound)).frames == 0:
