@@ -103,8 +103,8 @@ def map_logits(checkpoint: str, cache: FeatureCache, frames: list) -> tuple[str,
             clip = cache.read(clip_id)
             visual, audio = torch.from_numpy(clip.visual)[None], torch.from_numpy(clip.audio)[None]
             b, t = visual.shape[:2]
-            x_v = model.visual_projection(visual.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, C, h, w) -> (B, T, C, h, w)
-            x_a = model.audio_projection(audio.flatten(0, 1)).unflatten(0, (b, t))  # (B*T, C, m, n) -> (B, T, C, m, n)
+            x_v = model.visual_projection(visual.flatten(0, 1)).unflatten(0, (b, t))  # -> (B, T, C, h, w)
+            x_a = model.audio_projection(audio.flatten(0, 1)).unflatten(0, (b, t))  # -> (B, T, C, m, n)
             memory = model.memory(x_a, x_v)
             query = spatial_pool(memory.audio, model.pool)  # (B, T, C, m, n) -> (B, T, C): phi(hat x_a)
             alpha = similarity_logits(memory.visual, query, temperature, similarity)  # (B, T, h, w)

@@ -312,8 +312,8 @@ def test_spatial_attention_defaults_to_cosine_with_temperature_one():
         # dot keeps its own default, sqrt(C) (eq. 2's scaling); 1.0 is eq. 1 exactly.
         dot = small_stm(spatial_similarity="dot")
         assert dot.spatial_temperature == 32**0.5
-        torch.testing.assert_close(dot(visual, audio).heatmap,
-                                   small_stm(spatial_similarity="dot", spatial_temperature=32**0.5)(visual, audio).heatmap)
+        scaled = small_stm(spatial_similarity="dot", spatial_temperature=32**0.5)
+        torch.testing.assert_close(dot(visual, audio).heatmap, scaled(visual, audio).heatmap)
         assert not torch.allclose(small_stm()(visual, audio).heatmap, dot(visual, audio).heatmap)
 
 

@@ -270,7 +270,8 @@ def test_encoders_train_only_from_the_videos_and_old_configs_read_as_trained(ben
     assert _config(bench, tmp_path).train_audio is False  # a cache holds no encoder to train
     with pytest.raises(AvlocError, match="train_audio trains the audio encoder, which needs the videos"):
         _config(bench, tmp_path, train_audio=True)
-    assert main(["train", str(dataset), "--features", str(features), "--train-visual", "--out", str(tmp_path), "-q"]) == 2
+    flags = ["--features", str(features), "--train-visual", "--out", str(tmp_path), "-q"]
+    assert main(["train", str(dataset), *flags]) == 2
     assert "--no-train-visual" in capsys.readouterr().err
     # A config from before train_visual/train_audio: finetune and the STM defaults of its time, written out.
     old = {**asdict(_config(bench, tmp_path, features=None)), "model_options": {"variant": "u"}}

@@ -359,8 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--train-visual", action=argparse.BooleanOptionalAction, default=None,
                        help="train the visual encoder too (without --features; default: frozen, as the STM authors)")
     train.add_argument("--train-audio", action=argparse.BooleanOptionalAction, default=None,
-                       help="train the audio encoder (without --features; default: trained when training from the videos, "
-                       "from scratch unless --weights audio=... is given, as the STM authors; frozen with --features)")
+                       help="train the audio encoder (without --features; default: trained when training from the "
+                       "videos, from scratch unless --weights audio=... is given, as the STM authors; frozen with "
+                       "--features)")
     train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                        help="the STM paper's training augmentation: frames (or cached visual maps) resized x1.1 "
                        "and randomly cropped back, one crop per window (default: on; never at validation)")
