@@ -54,6 +54,13 @@ TABLES: dict[str, SizeTable] = {
         area_quantiles=(0.0078, 0.0397, 0.0687, 0.0939, 0.1079, 0.1242, 0.1479, 0.1672, 0.1914, 0.2196, 0.2484, 0.2686, 0.2856, 0.3208, 0.3596, 0.4203, 0.4636, 0.4956, 0.5622, 0.7000, 1.0000),
         aspect_quantiles=(0.094, 0.273, 0.468, 0.565, 0.639, 0.700, 0.782, 0.854, 0.936, 1.052, 1.146, 1.228, 1.333, 1.409, 1.490, 1.572, 1.691, 1.839, 1.986, 2.158, 11.025),
     ),
+    # The former synth setting: shapes of radius 7-14 % of the side (uniform), one box each; a
+    # box covers on average 0.87 of the square around its shape's circle.
+    "small": SizeTable(
+        box_counts=(1.0, 0.0, 0.0, 0.0),
+        area_quantiles=tuple(round(0.87 * (0.14 * (1 + q)) ** 2, 4) for q in QUANTILES),
+        aspect_quantiles=(1.0,) * len(QUANTILES),
+    ),
 }
 
 

@@ -5,8 +5,14 @@
 ``OUT/synth.json`` (generator version and parameters).
 
 Ten classes, each one shape in one saturated colour making one sound whose spectral peak lies
-in its own band (see :data:`CLASSES`). Objects move smoothly and bounce inside the frame over
-muted, slowly drifting backgrounds. Clips are built from five recipes, dealt round-robin in a
+in its own band (see :data:`CLASSES`). Each object's colour is moved a little from its class's
+(brightness and tint, at most 18 in RGB distance, so classes stay apart) and carries a faint
+texture (flat, shaded, striped or domed). Object sizes follow the real data by default
+(``sizes="real"``): each box's width and height are drawn from the box sizes of AVE or
+AudioSet-Instrument (:mod:`avloc.data.object_sizes`), so the sounding objects of a frame cover
+about a quarter of it on average; ``sizes="small"`` keeps the former objects of a few percent.
+Objects move smoothly and bounce inside the frame (large ones move less, and may leave it by at
+most 15 % of their half-width) over muted, slowly drifting, textured backgrounds. Clips are built from five recipes, dealt round-robin in a
 seeded order within every block of five clips, so any five consecutive clips hold all of them:
 
 - ``single``: one visible object sounds; 0-2 silent objects of other classes.
@@ -53,7 +59,8 @@ from tqdm import tqdm
 
 from avloc.atomic import atomic_path
 from avloc.data.manifest import MANIFEST_NAME
-from avloc.data.synth_render import composite, make_background, shape_mask
+from avloc.data.object_sizes import TABLES
+from avloc.data.synth_render import make_background, paint
 from avloc.data.synth_scenes import (CLASSES, FPS, GT_FPS, RECIPES, STREAM_AUDIO, STREAM_SPLIT, STREAM_VIDEO,
                                      ClipPlan, SynthClass, annotate, plan_clip, recipe_of)
 from avloc.data.synth_sounds import SAMPLE_RATE, class_sound, gate, smooth
@@ -66,7 +73,7 @@ __all__ = ["CLASSES", "FPS", "GT_FPS", "RECIPES", "ClipPlan", "SynthClass", "ann
 log = logging.getLogger(__name__)
 
 GENERATOR = "avloc.data.synth"
-VERSION = 1
+VERSION = 2
 MARKER = "synth.json"
 SPLIT_SHARES = (0.7, 0.15)  # train, val; the rest is test
 QUIET = 0.15  # multi-entity: loudness of the sounding instance while its envelope is off
@@ -89,10 +96,9 @@ def render_video(plan: ClipPlan) -> np.ndarray:
     for n, (dx, dy) in enumerate(shift):
         frames[n] = canvas[dy : dy + size, dx : dx + size]
     for track in plan.tracks:
-        spec = CLASSES[track.cls]
-        colour = np.array(spec.colour, np.float32)
+        name = CLASSES[track.cls].name
         for n, (cx, cy, r, angle) in enumerate(zip(*track.state(times))):
-            composite(frames[n], *shape_mask(spec.name, float(cx), float(cy), float(r), float(angle), size), colour)
+            paint(frames[n], name, float(cx), float(cy), float(r), float(angle), track.aspect, track.look)
     return frames
 
 
@@ -124,8 +130,8 @@ def assign_splits(seed: int, clips: int) -> list[str]:
 
 def _make_clip(job: tuple) -> tuple[int, dict]:
     """Worker: plan clip, write its video unless a finished one can be reused, return its manifest line."""
-    root, seed, index, size, seconds, split, reuse = job
-    plan = plan_clip(seed, index, size, seconds)
+    root, seed, index, size, seconds, sizes, split, reuse = job
+    plan = plan_clip(seed, index, size, seconds, sizes)
     relative = f"videos/{plan.clip_id}.mp4"
     path = Path(root) / relative
     if not (reuse and path.is_file()):
@@ -139,7 +145,7 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
 
 
-def _check_arguments(clips, seed, size, seconds, workers) -> None:
+def _check_arguments(clips, seed, size, seconds, workers, sizes="real") -> None:
     def is_int(v) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
@@ -156,6 +162,8 @@ def _check_arguments(clips, seed, size, seconds, workers) -> None:
     if held > MAX_CLIP_BYTES:
         raise AvlocError(f"a {seconds:g}-s clip at {size} px holds {held / 2**30:.1f} GiB of frames in memory "
                          f"(at most {MAX_CLIP_BYTES / 2**30:g}): lower --seconds or --size")
+    if sizes != "real" and sizes not in TABLES:
+        raise AvlocError(f"--sizes must be one of real, {', '.join(TABLES)}, got {sizes!r}")
     if workers is not None and (not is_int(workers) or workers < 1):
         raise AvlocError(f"workers must be at least 1, got {workers!r}")
 
@@ -177,7 +185,7 @@ def _previous_run(out: Path) -> dict | None:
 
 
 def generate_dataset(out: str | os.PathLike, clips: int, seed: int, size: int = 128, seconds: float = 10.0,
-                     workers: int | None = None, progress: bool = True) -> Path:
+                     workers: int | None = None, progress: bool = True, sizes: str = "real") -> Path:
     """Write the synthetic benchmark to ``out`` in avloc's native format; returns ``out``.
 
     Args:
@@ -189,14 +197,17 @@ def generate_dataset(out: str | os.PathLike, clips: int, seed: int, size: int = 
         seconds: clip length in seconds (0.5 to 3600; a clip's frames must fit in 2 GiB).
         workers: processes (default ``os.cpu_count()``); the output does not depend on it.
         progress: show a progress bar.
+        sizes: object sizes: ``"real"`` (drawn from AVE's and AudioSet-Instrument's boxes),
+            ``"small"`` (the former benchmark's few percent of the frame), or one dataset's
+            table (``"ave"``, ``"audioset-instrument"``).
 
     Raises:
         AvlocError: for bad arguments or an ``out`` folder that holds something else.
     """
-    _check_arguments(clips, seed, size, seconds, workers)
+    _check_arguments(clips, seed, size, seconds, workers, sizes)
     out = Path(out)
     parameters = {"clips": int(clips), "seed": int(seed), "size": int(size), "seconds": float(seconds),
-                  "fps": FPS, "sample_rate": SAMPLE_RATE}
+                  "fps": FPS, "sample_rate": SAMPLE_RATE, "sizes": sizes}
     previous = _previous_run(out) or {}
     # Videos are written atomically and a clip does not depend on the number of clips, so the
     # videos of an earlier run (e.g. an interrupted one) with the same version, seed, size and
@@ -214,7 +225,7 @@ def generate_dataset(out: str | os.PathLike, clips: int, seed: int, size: int = 
     with atomic_path(out / MARKER) as tmp:
         tmp.write_text(json.dumps(marker, indent=1) + "\n")
     splits = assign_splits(seed, clips)
-    jobs = [(str(out), int(seed), i, int(size), float(seconds), splits[i], reuse) for i in range(clips)]
+    jobs = [(str(out), int(seed), i, int(size), float(seconds), sizes, splits[i], reuse) for i in range(clips)]
     workers = min(workers or os.cpu_count() or 1, clips)
     lines: list[dict | None] = [None] * clips
     with tqdm(total=clips, unit="clip", desc="synth", disable=not progress) as bar:

@@ -1,13 +1,19 @@
-"""Pictures of the synthetic benchmark: shape masks, backgrounds and frame compositing.
+"""Pictures of the synthetic benchmark: shape masks, object looks, backgrounds and frame compositing.
 
-Shapes are drawn with OpenCV's anti-aliased fills at 1/16-pixel precision into a small patch
-around the object, so an object's mask (and hence its ground-truth box) is a pure function of
-its centre, radius and angle. Every shape fits inside the circle of its radius.
+Shapes are drawn with OpenCV's anti-aliased polygon fills at 1/16-pixel precision into a small
+patch around the object, so an object's mask (and hence its ground-truth box) is a pure
+function of its centre, radius, angle and aspect. A shape is the upright unit shape stretched
+``sqrt(aspect)`` wide and ``1 / sqrt(aspect)`` tall, scaled by the radius and turned by its
+angle, so it always fits inside the (turned) ellipse with those semi-axes. An object's
+:class:`Look` is its class colour moved a little (:data:`JITTER`) plus a faint texture that
+moves with it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -29,7 +35,7 @@ def _regular(n: int, inner: float | None = None) -> np.ndarray:
 
 _ARM = 0.34
 POLYGONS: dict[str, np.ndarray] = {
-    "square": _regular(4),
+    "square": np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]]) / math.sqrt(2),
     "triangle": _regular(3),
     "star": _regular(5, inner=0.45),
     "diamond": np.array([[0.0, -1.0], [0.62, 0.0], [0.0, 1.0], [-0.62, 0.0]]),
@@ -39,9 +45,44 @@ POLYGONS: dict[str, np.ndarray] = {
                        [-_ARM, 1], [-_ARM, _ARM], [-1, _ARM], [-1, -_ARM], [-_ARM, -_ARM]]) * 0.95,
 }
 SHAPES = ("circle", "ring", "crescent", *POLYGONS)
+_ROUND = _regular(96)  # the unit circle as a polygon: ellipses are stretched circles
+JITTER = 18.0  # largest RGB distance of an object's colour from its class colour
+TEXTURES = ("flat", "shade", "stripes", "dome")
+TEXTURE_AMOUNT = (4.0, 8.0)  # texture amplitude, grey levels per channel (at most ~14 in RGB distance)
 
 
-def shape_mask(shape: str, cx: float, cy: float, radius: float, angle: float, size: int) -> tuple[int, int, np.ndarray]:
+@dataclass(frozen=True)
+class Look:
+    """How one object is painted: its colour and a texture fixed to the object.
+
+    ``shade`` is a linear ramp along ``direction``, ``stripes`` a sine of ``frequency`` periods
+    per radius across ``direction``, ``dome`` brighter at the centre; ``amount`` is the amplitude
+    in grey levels, added to every channel.
+    """
+
+    colour: tuple[int, int, int]
+    texture: str = "flat"
+    amount: float = 0.0
+    direction: float = 0.0
+    frequency: float = 1.0
+
+
+def random_look(rng: np.random.Generator, colour: tuple[int, int, int]) -> Look:
+    """A look around class ``colour``: brightness and tint moved by at most :data:`JITTER`, a random texture."""
+    shift = rng.uniform(-1.0, 1.0) * np.ones(3) + rng.uniform(-0.5, 0.5, 3)  # brightness + tint
+    shift *= rng.uniform(0.3, 1.0) * JITTER / np.linalg.norm(shift).clip(1e-6)
+    moved = tuple(int(v) for v in np.clip(np.round(np.asarray(colour) + shift), 0, 255))
+    texture = TEXTURES[int(rng.integers(len(TEXTURES)))]
+    amount = 0.0 if texture == "flat" else float(rng.uniform(*TEXTURE_AMOUNT))
+    return Look(moved, texture, amount, float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(1.0, 2.5)))
+
+
+def _stretch(aspect: float) -> tuple[float, float]:
+    return math.sqrt(aspect), 1.0 / math.sqrt(aspect)
+
+
+def shape_mask(shape: str, cx: float, cy: float, radius: float, angle: float, size: int,
+               aspect: float = 1.0) -> tuple[int, int, np.ndarray]:
     """The coverage mask of one object, cut to the patch that holds it.
 
     Args:
@@ -49,37 +90,47 @@ def shape_mask(shape: str, cx: float, cy: float, radius: float, angle: float, si
         cx, cy: centre in continuous pixel coordinates (pixel ``i`` covers ``[i, i + 1)``).
         radius: in pixels; angle: rotation in radians.
         size: frame side in pixels (the patch is clipped to the frame).
+        aspect: width / height of the ellipse the shape fits in (1: a circle of ``radius``).
 
     Returns:
         ``(x0, y0, mask)``: the patch's top-left pixel and its ``(h, w)`` uint8 coverage (0..255).
     """
-    half = math.ceil(radius) + 2
-    x0, y0 = max(0, math.floor(cx) - half), max(0, math.floor(cy) - half)
-    x1, y1 = min(size, math.floor(cx) + half + 1), min(size, math.floor(cy) + half + 1)
+    sx, sy = _stretch(aspect)
+    half_x = half_y = math.ceil(radius * max(sx, sy)) + 2
+    x0, y0 = min(max(0, math.floor(cx) - half_x), size - 1), min(max(0, math.floor(cy) - half_y), size - 1)
+    x1, y1 = min(size, math.floor(cx) + half_x + 1), min(size, math.floor(cy) + half_y + 1)
     mask = np.zeros((max(y1 - y0, 1), max(x1 - x0, 1)), np.uint8)
     # cv2 puts pixel centres at integer coordinates; ours are at +0.5.
     px, py = cx - 0.5 - x0, cy - 0.5 - y0
+    c, s = math.cos(angle), math.sin(angle)
+    transform = (np.array([[c, -s], [s, c]]) * radius * np.array([[sx], [sy]])).T  # unit (row) -> stretched, turned
 
-    def fixed(v: float) -> int:
-        return round(v * ONE)
-
-    def disc(x: float, y: float, r: float, value: int) -> None:
-        cv2.circle(mask, (fixed(x), fixed(y)), fixed(r), value, -1, cv2.LINE_AA, SHIFT)
+    def fill(unit: np.ndarray, value: int, centre: tuple[float, float] = (0.0, 0.0)) -> None:
+        points = (unit + centre) @ transform + (px, py)  # (V, 2) unit -> patch pixels
+        cv2.fillPoly(mask, [np.round(points * ONE).astype(np.int32)], value, cv2.LINE_AA, SHIFT)
 
     if shape == "circle":
-        disc(px, py, radius, 255)
+        fill(_ROUND, 255)
     elif shape == "ring":
-        disc(px, py, radius, 255)
-        disc(px, py, 0.55 * radius, 0)
+        fill(_ROUND, 255)
+        fill(0.55 * _ROUND, 0)
     elif shape == "crescent":
-        disc(px, py, radius, 255)
-        disc(px + 0.5 * radius * math.cos(angle), py + 0.5 * radius * math.sin(angle), 0.8 * radius, 0)
+        fill(_ROUND, 255)
+        fill(0.8 * _ROUND, 0, (0.5, 0.0))
     else:
-        c, s = math.cos(angle), math.sin(angle)
-        rotation = np.array([[c, -s], [s, c]])
-        points = POLYGONS[shape] @ rotation.T * radius + (px, py)  # (V, 2) unit -> patch pixels
-        cv2.fillPoly(mask, [np.round(points * ONE).astype(np.int32)], 255, cv2.LINE_AA, SHIFT)
+        fill(POLYGONS[shape], 255)
     return x0, y0, mask
+
+
+@functools.cache
+def box_fill(shape: str, tilt: float = math.pi) -> float:
+    """Mean share of the square around its circle that a shape's box covers, over angles within +-``tilt`` (circle: 1)."""
+    radius, size = 48.0, 100
+    shares = []
+    for angle in np.linspace(-tilt, tilt, 24):
+        x1, y1, x2, y2 = mask_box(*shape_mask(shape, size / 2, size / 2, radius, float(angle), size))
+        shares.append((x2 - x1) * (y2 - y1) / (2 * radius) ** 2)
+    return float(np.mean(shares))
 
 
 def mask_box(x0: int, y0: int, mask: np.ndarray) -> list[int] | None:
@@ -91,18 +142,43 @@ def mask_box(x0: int, y0: int, mask: np.ndarray) -> list[int] | None:
 
 
 def composite(frame: np.ndarray, x0: int, y0: int, mask: np.ndarray, colour: np.ndarray) -> None:
-    """Blend ``colour`` into ``frame`` ``(H, W, 3)`` uint8 in place, weighted by ``mask``."""
+    """Blend ``colour`` (``(3,)`` or ``(h, w, 3)``) into ``frame`` ``(H, W, 3)`` uint8 in place, weighted by ``mask``."""
     h, w = mask.shape
     region = frame[y0 : y0 + h, x0 : x0 + w]
     alpha = mask[..., None].astype(np.float32) / 255.0  # (h, w) -> (h, w, 1)
-    region[...] = (region * (1.0 - alpha) + colour * alpha + 0.5).astype(np.uint8)
+    region[...] = np.clip(region * (1.0 - alpha) + colour * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def paint(frame: np.ndarray, shape: str, cx: float, cy: float, radius: float, angle: float, aspect: float,
+          look: Look) -> None:
+    """Draw one object into ``frame`` ``(H, W, 3)`` uint8 in place: its mask filled with its look."""
+    x0, y0, mask = shape_mask(shape, cx, cy, radius, angle, frame.shape[0], aspect)
+    colour = np.asarray(look.colour, np.float32)
+    if look.texture != "flat":
+        sx, sy = _stretch(aspect)
+        h, w = mask.shape
+        # Object coordinates of the pixel centres: undo the turn, the radius and the stretch.
+        dx = (np.arange(w, dtype=np.float32) + x0 + 0.5 - cx)[None, :] / radius  # (1, w)
+        dy = (np.arange(h, dtype=np.float32) + y0 + 0.5 - cy)[:, None] / radius  # (h, 1)
+        c, s = math.cos(angle), math.sin(angle)
+        u, v = (c * dx + s * dy) / sx, (c * dy - s * dx) / sy  # (h, w) each
+        along = math.cos(look.direction) * u + math.sin(look.direction) * v
+        if look.texture == "shade":
+            offset = np.clip(along, -1, 1)
+        elif look.texture == "stripes":
+            offset = np.sin(2 * np.pi * look.frequency * along)
+        else:  # dome
+            offset = np.clip(1.0 - 2.0 * (u * u + v * v), -1, 1)
+        colour = colour + look.amount * offset[..., None]  # (h, w, 3)
+    composite(frame, x0, y0, mask, colour)
 
 
 def make_background(rng: np.random.Generator, side: int) -> np.ndarray:
     """A ``(side, side, 3)`` uint8 muted background: gradient or smooth colour noise, plus a texture.
 
-    Values stay within [15, 155] with little saturation so that the saturated object colours
-    stand out whatever the background.
+    The texture is faint clutter (soft grey blobs and slabs), stripes, a checkerboard or grain,
+    so no background is a flat colour. Values stay within [15, 155] with little saturation so
+    that the saturated object colours stand out whatever the background.
     """
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side  # (side, side) each, in [0, 1)
     base = rng.uniform(40, 110) + rng.uniform(-18, 18, 3)
@@ -121,7 +197,19 @@ def make_background(rng: np.random.Generator, side: int) -> np.ndarray:
     ramp = ramp if ramp.ndim == 3 else ramp[..., None]  # (side, side) -> (side, side, 1)
     image = base * (1 - ramp) + other * ramp  # (side, side, 3)
     texture = rng.integers(4)
-    if texture == 1:  # faint stripes
+    if texture == 0:  # faint clutter: soft, low-contrast grey ellipses and rectangles
+        layer = np.zeros((side, side), np.float32)
+        for _ in range(int(rng.integers(3, 9))):
+            cx, cy, w, h = rng.uniform(0, side, 2).tolist() + (rng.uniform(0.05, 0.25, 2) * side).tolist()
+            level = float(rng.choice([-1.0, 1.0]) * rng.uniform(6, 14))
+            if rng.random() < 0.5:
+                cv2.ellipse(layer, (round(cx), round(cy)), (round(w), round(h)), float(rng.uniform(0, 180)), 0, 360,
+                            level, -1)
+            else:
+                cv2.rectangle(layer, (round(cx - w), round(cy - h)), (round(cx + w), round(cy + h)), level, -1)
+        image += cv2.GaussianBlur(layer, (0, 0), max(side / 150, 0.8))[..., None]
+        image += rng.normal(0, 1.5, (side, side, 1))
+    elif texture == 1:  # faint stripes
         theta, period = rng.uniform(0, np.pi), rng.uniform(6, 20) / side
         image += rng.uniform(4, 10) * np.sin(2 * np.pi * (np.cos(theta) * xx + np.sin(theta) * yy) / period)[..., None]
     elif texture == 2:  # faint checkerboard

@@ -1,9 +1,17 @@
 """Scenes of the synthetic benchmark: the class table and the random plan of every clip.
 
-A :class:`ClipPlan` holds every random choice about one clip (recipe, objects, paths, sound
-sources) and is drawn before any pixel or sample exists, so the ground truth
-(:func:`annotate`) can be computed without rendering. See :mod:`avloc.data.synth` for the
+A :class:`ClipPlan` holds every random choice about one clip (recipe, objects, their sizes,
+looks and paths, sound sources) and is drawn before any pixel or sample exists, so the ground
+truth (:func:`annotate`) can be computed without rendering. See :mod:`avloc.data.synth` for the
 recipes and the conventions of the ground truth.
+
+Object sizes come from a size setting of :mod:`avloc.data.object_sizes`: each object's box
+(width and height as shares of the frame) is drawn from the clip's table, its aspect kept within
+:data:`MAX_ASPECT` so that shapes stay recognisable, and its radius set so that the box of the
+spinning shape covers the drawn area on average (:func:`~avloc.data.synth_render.box_fill`).
+The sounding objects (the two of ``mixed`` and ``cross-event`` clips, the pulsing twins of
+``multi-entity`` ones) each keep to their own lane of the frame, so none ever hides another;
+objects too large for that are shrunk together, and twins cover at most half the frame.
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from avloc.data.manifest import BACKGROUND
-from avloc.data.synth_render import mask_box, shape_mask
+from avloc.data.object_sizes import SizeTable, size_table
+from avloc.data.synth_render import Look, box_fill, mask_box, random_look, shape_mask
 from avloc.data.synth_sounds import SAMPLE_RATE
 
 FPS = 16  # video frame rate; a multiple of GT_FPS so that annotated times are frame timestamps
@@ -22,6 +31,12 @@ GT_FPS = 4  # ground truth at the centre of every quarter second
 RECIPES = ("single", "mixed", "multi-entity", "off-screen", "cross-event")
 PULSE = 0.35  # multi-entity: radius grows by this fraction while an envelope is on
 STREAM_PLAN, STREAM_VIDEO, STREAM_AUDIO, STREAM_ORDER, STREAM_SPLIT = 1, 2, 3, 4, 5  # seed streams
+MAX_ASPECT = 2.0  # box width / height (or its inverse) beyond which shapes stop being recognisable
+TILT = 0.6  # radians: objects stand upright, tilted by at most this (a fixed lean plus a rocking)
+OVERHANG = 0.15  # share of its half-width (half-height) an object may move out of the frame
+TWIN_AREA = 0.5  # multi-entity: the pulsed twins' boxes cover at most this share of the frame together
+SIDE_BY_SIDE = 0.9  # mixed, cross-event: the two objects' ellipses' widths (or heights) add up to at most this
+MIN_RADIUS = 3.5  # pixels
 
 
 @dataclass(frozen=True)
@@ -61,27 +76,36 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Track:
-    """One drawn object: class, size, and the parameters of its bouncing, spinning path."""
+    """One drawn object: class, size, aspect, look, and the parameters of its bouncing, spinning path."""
 
     cls: int
-    radius: float
+    radius: float  # pixels; the shape fits in the ellipse of semi-axes radius * (sqrt(aspect), 1 / sqrt(aspect))
+    aspect: float
+    look: Look
     origin: tuple[float, float]
     velocity: tuple[float, float]  # pixels per second
     wobble: tuple[float, float, float]  # amplitude (px), frequency (Hz), phase
-    angle: tuple[float, float]  # at t = 0 (radians), spin (radians per second)
-    bounds: tuple[float, float]  # the centre stays within [lo, hi] on both axes
+    angle: tuple[float, float, float, float]  # lean, rocking amplitude (radians), frequency (Hz), phase
+    bounds: tuple[tuple[float, float], tuple[float, float]]  # the centre stays within [lo, hi] on x and on y
     pulse: Envelope | None = None
 
     def state(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Centre x, centre y, radius and angle at times ``t`` ``(F,)``, each ``(F,)``."""
         amp, freq, phase = self.wobble
-        lo, hi = self.bounds
         free = [o + v * t + amp * np.sin(2 * np.pi * freq * t + phase + axis * np.pi / 2)
                 for axis, (o, v) in enumerate(zip(self.origin, self.velocity))]
-        span = hi - lo
-        x, y = (lo + span - np.abs((p - lo) % (2 * span) - span) for p in free)  # bounce off the walls
+        x, y = (_bounce(p, lo, hi) for p, (lo, hi) in zip(free, self.bounds))
         scale = 1.0 + PULSE * self.pulse(t) if self.pulse is not None else np.ones_like(t)
-        return x, y, self.radius * scale, self.angle[0] + self.angle[1] * t
+        lean, rock, rate, phase = self.angle
+        return x, y, self.radius * scale, lean + rock * np.sin(2 * np.pi * rate * t + phase)
+
+
+def _bounce(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Positions ``p`` folded into ``[lo, hi]`` as if bouncing off the walls (``lo`` when there is no room)."""
+    span = hi - lo
+    if span <= 0:
+        return np.full_like(p, lo)
+    return lo + span - np.abs((p - lo) % (2 * span) - span)
 
 
 @dataclass(frozen=True)
@@ -106,6 +130,7 @@ class ClipPlan:
     recipe: str
     tracks: tuple[Track, ...]  # in drawing order
     sources: tuple[Source, ...]
+    sizes: str = "real"  # the size setting the objects were drawn from
 
     @property
     def clip_id(self) -> str:
@@ -138,26 +163,85 @@ def _envelope(rng: np.random.Generator, seconds: float) -> Envelope:
     return Envelope(int(rng.integers(2)), tuple(edges))
 
 
-def _track(rng: np.random.Generator, cls: int, size: int, radius: float, angle: tuple[float, float],
-           pulse: Envelope | None = None) -> Track:
-    reach = radius * (1 + PULSE if pulse is not None else 1.0) + 1.0
-    wobble = (rng.uniform(0, 0.06 * size), rng.uniform(0.2, 0.8), rng.uniform(0, 2 * np.pi))
-    speed, heading = rng.uniform(0.12, 0.45) * size, rng.uniform(0, 2 * np.pi)
-    origin = tuple(float(v) for v in rng.uniform(reach, size - reach, 2))
-    velocity = (float(speed * np.cos(heading)), float(speed * np.sin(heading)))
-    return Track(cls, float(radius), origin, velocity, wobble, angle, (reach, size - reach), pulse)
+def _box_shares(rng: np.random.Generator, table: SizeTable) -> list[float]:
+    """One object's box ``[width, height]`` as shares of the frame, its aspect within :data:`MAX_ASPECT`."""
+    width, height = table.box_shape(rng)
+    area, aspect = width * height, float(np.clip(width / height, 1 / MAX_ASPECT, MAX_ASPECT))
+    width, height = math.sqrt(area * aspect), math.sqrt(area / aspect)
+    shrink = max(width, height, 1.0)
+    return [width / shrink, height / shrink]
 
 
-def _overlap(tracks: list[Track], seconds: float) -> int:
-    """How many (pair, sampled time) combinations have two objects' discs touching."""
+def _radius_aspect(shape: str, shares: list[float], size: int) -> tuple[float, float]:
+    """Radius (pixels) and aspect of a ``shape`` whose (rocking) box covers ``shares`` of the frame on average."""
+    fill = math.sqrt(box_fill(shape, TILT / 2))
+    half_x, half_y = (min(share / fill, 1.0) * size / 2 for share in shares)  # the ellipse never outgrows the frame
+    return max(math.sqrt(half_x * half_y), MIN_RADIUS), half_x / half_y
+
+
+def _half_extents(radius: float, aspect: float, tilt: float) -> tuple[float, float]:
+    """Half-width and half-height (pixels) of the ellipse of ``radius`` and ``aspect`` turned by up to ``tilt``."""
+    stretch = (math.sqrt(aspect), 1 / math.sqrt(aspect))
+    return tuple(radius * math.sqrt(max(along**2, (along * math.cos(tilt)) ** 2 + (across * math.sin(tilt)) ** 2))
+                 for along, across in (stretch, stretch[::-1]))
+
+
+def _lanes(rng: np.random.Generator, halves: list[tuple[float, float]], size: int
+           ) -> tuple[float, list[tuple[tuple[float, float], tuple[float, float]]]]:
+    """Split the frame into one lane per object (side by side, or one above the other: where there is more room).
+
+    Returns the factor the objects must shrink by to fit in :data:`SIDE_BY_SIDE` of the frame,
+    and each object's region (x and y ranges, pixels), the lanes in a random order.
+    """
+    totals = [2 * sum(half[axis] for half in halves) for axis in (0, 1)]
+    axis = int(totals[1] < totals[0])
+    margin = 2.0  # pixels per lane, so that anti-aliased edges of neighbours never touch
+    shrink = min(1.0, (SIDE_BY_SIDE * size - margin * len(halves)) / totals[axis])
+    widths = np.array([2 * half[axis] * shrink + margin for half in halves])
+    widths += max(size - widths.sum(), 0.0) * rng.dirichlet(np.ones(len(halves)))
+    regions: list = [None] * len(halves)
+    start = 0.0
+    for k in rng.permutation(len(halves)):
+        span = (start, min(start + float(widths[k]), float(size)))
+        regions[k] = (span, (0.0, float(size))) if axis == 0 else ((0.0, float(size)), span)
+        start = span[1]
+    return shrink, regions
+
+
+def _track(rng: np.random.Generator, cls: int, size: int, radius: float, aspect: float, look: Look,
+           angle: tuple[float, float, float, float], pulse: Envelope | None = None,
+           region: tuple[tuple[float, float], tuple[float, float]] | None = None) -> Track:
+    """A path that keeps the object in ``region`` (x and y ranges, pixels; default the frame, which it may overhang)."""
+    # Twins never leave the frame (their drawn size is what tells them apart), nor objects kept to a region.
+    overhang = OVERHANG if pulse is None and region is None else 0.0
+    grow = 1 + PULSE if pulse is not None else 1.0
+    halves = _half_extents(radius * grow, aspect, abs(angle[0]) + abs(angle[1]))
+    bounds, spans = [], []
+    for half, (start, end) in zip(halves, region or ((0, size), (0, size))):
+        reach = half * (1 - overhang) + 1.0
+        lo, hi = (start + reach, end - reach) if 2 * reach < end - start else ((start + end) / 2,) * 2
+        bounds.append((float(lo), float(hi)))
+        spans.append(hi - lo)
+    # Paths scale with the room an object has: a large object moves less.
+    wobble = (rng.uniform(0, 0.09) * min(spans), rng.uniform(0.2, 0.8), rng.uniform(0, 2 * np.pi))
+    speed, heading = rng.uniform(0.17, 0.64), rng.uniform(0, 2 * np.pi)
+    origin = tuple(float(rng.uniform(lo, hi)) for lo, hi in bounds)
+    velocity = (float(speed * spans[0] * np.cos(heading)), float(speed * spans[1] * np.sin(heading)))
+    return Track(cls, float(radius), float(aspect), look, origin, velocity, wobble, angle, tuple(bounds), pulse)
+
+
+def _overlap(tracks: list[Track], seconds: float, front: int) -> int:
+    """How often two objects' ellipses' boxes touch at sampled times; pairs of the tracks from ``front`` on count 4 times."""
     t = np.arange(0.0, seconds, 0.25)
     states = [tr.state(t) for tr in tracks]
+    stretch = [(math.sqrt(tr.aspect), 1 / math.sqrt(tr.aspect)) for tr in tracks]
     hits = 0
     for i in range(len(states)):
         for j in range(i):
-            xi, yi, ri, _ = states[i]
-            xj, yj, rj, _ = states[j]
-            hits += int(np.sum(np.hypot(xi - xj, yi - yj) < ri + rj))
+            (xi, yi, ri, _), (xj, yj, rj, _) = states[i], states[j]
+            touch = ((np.abs(xi - xj) < ri * stretch[i][0] + rj * stretch[j][0])
+                     & (np.abs(yi - yj) < ri * stretch[i][1] + rj * stretch[j][1]))
+            hits += int(np.sum(touch)) * (4 if j >= front else 1)
     return hits
 
 
@@ -174,9 +258,15 @@ def _event_span(rng: np.random.Generator, index: int, seconds: float, min_units:
     return a, b, unit
 
 
-def plan_clip(seed: int, index: int, size: int, seconds: float) -> ClipPlan:
-    """Draw clip ``index`` of the dataset seeded ``seed``: recipe, objects, paths and sound sources."""
+def plan_clip(seed: int, index: int, size: int, seconds: float, sizes: str = "real") -> ClipPlan:
+    """Draw clip ``index`` of the dataset seeded ``seed``: recipe, objects, paths and sound sources.
+
+    ``sizes`` names the object size setting (:func:`avloc.data.object_sizes.size_table`):
+    ``"real"`` (boxes as large as in AVE or AudioSet-Instrument) or ``"small"`` (the former
+    benchmark's objects of a few percent of the frame).
+    """
     rng = np.random.default_rng([seed, STREAM_PLAN, index])
+    table = size_table(sizes, rng)
     recipe = recipe_of(seed, index)
     a, b, unit = _event_span(rng, index, seconds, min_units=2 if recipe == "cross-event" else 1)
     units = int(seconds / unit + 1e-9)
@@ -186,8 +276,6 @@ def plan_clip(seed: int, index: int, size: int, seconds: float) -> ClipPlan:
     extra = {"single": (0, 2), "mixed": (0, 1), "multi-entity": (0, 1), "off-screen": (1, 3), "cross-event": (0, 1)}
     distractors = others[: int(rng.integers(extra[recipe][0], extra[recipe][1] + 1))]
     twins = int(rng.integers(2, 4)) if recipe == "multi-entity" else 0
-    twin_radius = rng.uniform(0.07, 0.10) * size
-    twin_angle = (rng.uniform(0, 2 * np.pi), rng.uniform(-1.0, 1.0))
     # Objects are drawn in this order: silent distractors under the sounding objects.
     if recipe == "multi-entity":
         classes = distractors + [first] * twins
@@ -197,16 +285,31 @@ def plan_clip(seed: int, index: int, size: int, seconds: float) -> ClipPlan:
         classes = distractors + [first]
     else:
         classes = distractors + ([first, second] if rng.random() < 0.5 else [second, first])
+    front = len(distractors)
+    shares = [_box_shares(rng, table) for _ in classes]
+    looks = [random_look(rng, CLASSES[cls].colour) for cls in classes]
+    angles = [tuple(float(v) for v in (rng.uniform(-TILT / 2, TILT / 2), rng.uniform(0, TILT / 2),
+                                        rng.uniform(0.1, 0.6), rng.uniform(0, 2 * np.pi))) for _ in classes]
+    if recipe == "multi-entity":  # identical twins, pulsing within their share of the frame
+        shrink = min(1.0, math.sqrt(TWIN_AREA / (twins * (1 + PULSE) ** 2 * shares[front][0] * shares[front][1])))
+        twin = [v * shrink for v in shares[front]]
+        for k in range(front, len(classes)):
+            shares[k], looks[k], angles[k] = twin, looks[front], angles[front]
+    shapes = [_radius_aspect(CLASSES[cls].name, pair, size) for cls, pair in zip(classes, shares)]
+    regions = [None] * len(classes)
+    if recipe in ("mixed", "cross-event", "multi-entity"):  # sounding objects in lanes of their own
+        grow = 1 + PULSE if recipe == "multi-entity" else 1.0
+        halves = [_half_extents(r * grow, a, abs(angles[k][0]) + abs(angles[k][1]))
+                  for k, (r, a) in enumerate(shapes) if k >= front]
+        shrink, regions[front:] = _lanes(rng, halves, size)
+        shapes[front:] = [(max(r * shrink, MIN_RADIUS), a) for r, a in shapes[front:]]
     best, best_score = None, None
-    for _ in range(6):  # redraw the paths a few times and keep the arrangement with the fewest overlaps
+    for _ in range(8):  # redraw the paths a few times and keep the arrangement with the fewest overlaps
         tracks = []
-        for k, cls in enumerate(classes):
-            if k >= len(distractors) and recipe == "multi-entity":
-                tracks.append(_track(rng, cls, size, twin_radius, twin_angle, _envelope(rng, seconds)))
-            else:
-                radius = max(rng.uniform(0.07, 0.14) * size, 3.5)
-                tracks.append(_track(rng, cls, size, radius, (rng.uniform(0, 2 * np.pi), rng.uniform(-1.0, 1.0))))
-        score = _overlap(tracks, seconds)
+        for k, (cls, (radius, aspect)) in enumerate(zip(classes, shapes)):
+            pulse = _envelope(rng, seconds) if k >= front and recipe == "multi-entity" else None
+            tracks.append(_track(rng, cls, size, radius, aspect, looks[k], angles[k], pulse, regions[k]))
+        score = _overlap(tracks, seconds, front)
         if best_score is None or score < best_score:
             best, best_score = tracks, score
         if score == 0:
@@ -232,7 +335,7 @@ def plan_clip(seed: int, index: int, size: int, seconds: float) -> ClipPlan:
         sources = [Source(first, start, switch, drawn(first), gains[0]),
                    Source(second, switch, end, drawn(second), gains[1])]
     sources = [Source(s.cls, float(s.start), float(s.end), s.track, float(s.gain)) for s in sources]
-    return ClipPlan(seed, index, size, float(seconds), recipe, tuple(tracks), tuple(sources))
+    return ClipPlan(seed, index, size, float(seconds), recipe, tuple(tracks), tuple(sources), sizes)
 
 
 def annotate(plan: ClipPlan) -> dict:
@@ -254,7 +357,7 @@ def annotate(plan: ClipPlan) -> dict:
             if source.track is not None and source.start <= t < source.end:
                 track = plan.tracks[source.track]
                 cx, cy, r, angle = (float(v[0]) for v in track.state(np.array([t])))
-                box = mask_box(*shape_mask(CLASSES[track.cls].name, cx, cy, r, angle, plan.size))
+                box = mask_box(*shape_mask(CLASSES[track.cls].name, cx, cy, r, angle, plan.size, track.aspect))
                 if box is not None:
                     boxes.append(box)
                     labels.append(CLASSES[track.cls].name)
