@@ -28,8 +28,8 @@ def _synth(args: argparse.Namespace) -> int:
     from avloc.data.synth import generate_dataset
 
     out = generate_dataset(args.out, clips=args.clips, seed=args.seed, size=args.size, seconds=args.seconds,
-                           workers=args.workers, progress=not args.quiet)
-    print(f"wrote {args.clips} clips to {out}")
+                           workers=args.workers, progress=not args.quiet, sizes=args.sizes)
+    print(f"wrote {args.clips} clips to {out} (object sizes: {args.sizes})")
     return 0
 
 
@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--assets", default=None, metavar="DIR",
                        help="compose clips from real cut-outs and recordings instead of shapes: DIR/<class>/*.png "
                        "+ *.ogg/*.wav/*.flac, DIR/_silent/*.png (scripts/build_assets.py; docs/datasets.md)")
+    synth.add_argument("--sizes", choices=("real", "small", "ave", "audioset-instrument"), default="real",
+                       help="shape benchmark object sizes: real (drawn from the AVE / AudioSet-Instrument boxes, "
+                       "default), small (the former few-percent objects), or one dataset's table")
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_synth)
 
