@@ -1,6 +1,7 @@
 """The AVE authors' precomputed-feature layout: reading, training on it, and `avloc extract --format ave`."""
 
 import json
+import math
 import re
 import shutil
 
@@ -243,11 +244,17 @@ def test_extract_writes_the_layout_and_reads_back_the_same_arrays(native, capsys
         np.testing.assert_allclose(clip.visual, direct.visual, atol=1e-6)
         np.testing.assert_allclose(clip.audio, direct.audio, atol=1e-6)
     lines = (out / "Annotations.txt").read_text().splitlines()
-    assert lines == ["circle&clip_00000&good&3&10", "hexagon&clip_00001&good&0&10", "pentagon&clip_00002&good&3&10"]
+    spans = []  # each record's label over the whole seconds its segments of that label span
+    for record in records:
+        own = [segment for segment in record.segments if segment.label == record.label]
+        spans.append((math.floor(min(s.start for s in own)), math.ceil(max(s.end for s in own))))
+    assert lines == [f"{r.label}&{r.video.stem}&good&{a}&{b}" for r, (a, b) in zip(records, spans)]
     orders = {name: h5py.File(out / f"{name}_order.h5")["order"][()] for name in ("train", "val", "test")}
     assert orders["train"].tolist() == [0, 1] and orders["val"].tolist() == [] and orders["test"].tolist() == [2]
     labels = h5py.File(out / "labels.h5")["avadataset"][()]
-    assert labels.shape == (3, 10, 4) and labels[0].argmax(-1).tolist() == [3, 3, 3] + [0] * 7
+    (start, end), background = spans[0], labels.shape[-1] - 1  # the first record's class is class 0
+    assert labels.shape[:2] == (3, 10) and labels[0].argmax(-1).tolist() == (
+        [background] * start + [0] * (end - start) + [background] * (10 - end))
     assert not any(out.glob("*.parts")) and not any(out.glob(".*"))
     assert main(["datasets", "check", str(out)]) == 0
     printed = capsys.readouterr().out

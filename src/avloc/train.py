@@ -125,7 +125,7 @@ class TrainConfig:
                            check_options(self.model, self.model_options, reserved=RESERVED_OPTIONS))
         if self.supervision not in SUPERVISIONS:
             raise AvlocError(f"unknown supervision {self.supervision!r}; expected one of {', '.join(SUPERVISIONS)}")
-        for name in ("steps", "batch_size", "epochs"):
+        for name in ("steps", "batch_size", "epochs", "size"):
             if getattr(self, name) < 1:
                 raise AvlocError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
