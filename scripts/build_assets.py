@@ -35,8 +35,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile
 from PIL import Image
+
+from avloc.data.composite_assets import load_sound
+from avloc.types import AvlocError
 
 PACKAGE = "tuxpaint-stamps-default"
 STAMPS = Path("usr/share/tuxpaint/stamps")
@@ -174,10 +176,9 @@ def _unusable(png: Path, sound: Path | None) -> str | None:
         return "image: no transparency (not a cut-out)"
     if sound is not None:
         try:
-            if soundfile.info(str(sound)).frames == 0:
-                return "sound: empty"
-        except (RuntimeError, soundfile.LibsndfileError):
-            return "sound: unreadable"
+            load_sound(str(sound))  # the generator's own reading: a silent recording is no sound
+        except AvlocError as error:
+            return "sound: unreadable, empty or silent" if "silent" in str(error) else "sound: unreadable"
     return None
 
 

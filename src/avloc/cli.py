@@ -54,6 +54,19 @@ def _parse_options(values: list[str]) -> dict[str, str]:
     return options
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from avloc.pretrain import PretrainConfig, pretrain_visual
+
+    config = PretrainConfig(assets=args.assets, out=args.out, encoder=args.encoder, size=args.size, steps=args.steps,
+                            batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    result = pretrain_visual(config, progress=not args.quiet)
+    step, gap, untrained = result["validation"][-1]
+    print(f"trained {config.encoder} for {step} steps on {result['pictures']} pictures: delimiting gap on "
+          f"{result['held_out']} held-out pictures {gap:.3f} (untrained {untrained:.3f})")
+    print(f"wrote {result['out']}: use it with --weights visual={result['out']}")
+    return 0
+
+
 def _extract(args: argparse.Namespace) -> int:
     from avloc.data.ave_features import AUTHORS_FRAMES_PER_SECOND
     from avloc.extract import extract_ave_features, extract_features, parse_shard
@@ -298,6 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "default), small (the former few-percent objects), or one dataset's table")
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_synth)
+
+    pretrain = sub.add_parser("pretrain", help="pretrain a visual encoder that delimits objects, from real cut-outs",
+                              description="Dense object recognition on composites of an assets folder "
+                              "(scripts/build_assets.py); writes encoder weights for --weights visual=FILE.")
+    pretrain.add_argument("modality", choices=["visual"], help="what to pretrain")
+    pretrain.add_argument("assets", help="assets folder: <class>/*.png + sounds, _silent/*.png")
+    pretrain.add_argument("--out", required=True, help="weights file to write (a state dict)")
+    pretrain.add_argument("--encoder", default="small-visual", help="visual encoder (default small-visual)")
+    pretrain.add_argument("--size", type=int, default=256, help="training image size (default 256)")
+    pretrain.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    pretrain.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
+    pretrain.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    pretrain.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pretrain.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pretrain.set_defaults(run=_pretrain)
 
     extract = sub.add_parser("extract", help="encode a dataset into a feature cache (HDF5)",
                              description="Encode every clip of a dataset (native or AVE folder) and store per-clip "
