@@ -13,12 +13,19 @@ from avloc.demo import run_demo
 from avloc.extract import extract_features
 from avloc.inference import DEFAULT_MODEL, load_trained
 from avloc.io.decode import iter_frames, probe, read_clip
-from avloc.io.write import write_video
+from avloc.data.manifest import load_manifest
+from avloc.io.write import VideoWriter, write_video
 from avloc.localize import is_flat, upsample
 from avloc.localize_video import OUTPUTS, localize_video
 from avloc.localizer import Localizer
+from avloc.render import TRUTH_COLOUR
 from avloc.train import TrainConfig, fit
 from avloc.types import AvlocError
+
+
+def _coloured(image: np.ndarray, colour) -> np.ndarray:
+    """``(H, W)`` bool: pixels exactly of ``colour``."""
+    return (image == np.asarray(colour, np.uint8)).all(axis=-1)
 
 
 @pytest.fixture(scope="module")
@@ -120,11 +127,30 @@ def test_cli_localize_stream_reports_latency(trained, tmp_path, capsys):
     assert "streaming latency per step: mean" in printed and "overlay.mp4" in printed
 
 
-def test_demo_scores_a_fresh_clip(trained, tmp_path):
+def test_demo_scores_a_fresh_clip_and_draws_its_ground_truth(trained, tmp_path, monkeypatch):
     checkpoint, _ = trained
+    written = []
+    write_frame = VideoWriter.write_frame
+    monkeypatch.setattr(VideoWriter, "write_frame", lambda self, frame: (written.append(frame.copy()),
+                                                                         write_frame(self, frame))[1])
     result, report = run_demo(tmp_path, seed=5, model=str(checkpoint), progress=False)
     assert "single" in report["rows"] and report["rows"]["single"]["n_frames"] > 0
     assert 0.0 <= report["segment_accuracy"] <= 1.0 and all(path.is_file() for path in result.files().values())
+    overlay = written[-result.frames_written:]  # before them: the synthetic clips' own frames
+    assert result.frames_written == 160  # 10 s at 16 fps
+    height, width = overlay[0].shape[:2]
+    record = load_manifest(tmp_path / "clips").records[-1]
+    drawn = 0
+    for annotation in record.frames:  # at (k + 0.5) / 4 s: video frame 4k + 2
+        truth = _coloured(overlay[round(annotation.t * 16)], TRUTH_COLOUR)
+        for x1, y1, x2, y2 in np.asarray(annotation.boxes, dtype=int):
+            x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, width) - 1, min(y2, height) - 1
+            edges = np.concatenate([truth[y1, x1:x2 + 1], truth[y2, x1:x2 + 1], truth[y1:y2 + 1, x1],
+                                    truth[y1:y2 + 1, x2]])
+            assert edges.mean() > 0.2, annotation  # dashed, partly under the caption or the legend
+            drawn += 1
+        assert truth[-height // 5:].any()  # the legend
+    assert drawn >= 30
     with pytest.raises(AvlocError, match="unknown scenario"):
         run_demo(tmp_path, seed=5, scenario="nonsense", model=str(checkpoint))
 

@@ -6,6 +6,7 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from avloc.data.manifest import load_manifest
@@ -24,6 +25,7 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
              model: str = "default", progress: bool = True) -> tuple[Localization, dict]:
     """Generate a clip of ``scenario`` from the synthetic benchmark seeded ``seed`` (random when
     None), localise it and score it. Returns the localisation and an ``avloc eval``-style report.
+    The overlay and the contact sheet also show the clip's ground-truth boxes (dashed).
 
     The clip is the first of the benchmark's clips with that recipe (every five consecutive
     clips hold each recipe once), so ``(seed, scenario)`` always gives the same clip.
@@ -39,7 +41,8 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
     index = next(i for i in range(len(RECIPES)) if recipe_of(seed, i) == scenario)
     dataset = generate_dataset(out / "clips", clips=index + 1, seed=seed, seconds=seconds, workers=1, progress=False)
     record = load_manifest(dataset).records[index]
-    result = localize_video(record.video, out, model=model, progress=progress)
+    truth = [(a.t, np.asarray(a.boxes, dtype=np.float64).reshape(-1, 4)) for a in record.frames]
+    result = localize_video(record.video, out, model=model, progress=progress, ground_truth=truth)
     video = probe(record.video)
     frames, unscored = annotated_maps(record, torch.from_numpy(result.heatmaps), result.times, result.fps,
                                       (video.height, video.width), video.duration)

@@ -9,8 +9,11 @@ by the low-resolution maps, about 1 kB per step):
    size, min-max, the STM authors' floor, Otsu + contours, :func:`avloc.localize.boxes_from_map`). With
    ``stream=True`` every step is encoded alone, as it would be live, and its latency (from
    its decoded inputs to its result) is recorded.
-2. **Outputs**: every original frame is drawn with the heat map of the step it falls in,
-   that step's boxes and the event class of its second, and written with the original audio.
+2. **Outputs**: every original frame is drawn (:func:`avloc.render.annotated_frame`) with the
+   heat map of the step it falls in (colour map, peak), that step's boxes with their scores,
+   the event class of its second and, when ground truth is given (``avloc demo``), the
+   annotated boxes of the nearest annotated frame within half a step; then written with the
+   original audio.
 
 Outputs in ``out``: ``overlay.mp4``, ``boxes.json``, ``heatmaps.npz``, ``contact_sheet.png``
 (each written atomically). Box scores are the share of the map's mass inside the box (STM's
@@ -22,9 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -100,6 +105,7 @@ def localize_video(
     batch_size: int = 16,
     device: str = "cpu",
     progress: bool = True,
+    ground_truth: Sequence[tuple[float, np.ndarray]] | None = None,
 ) -> Localization:
     """Localise the sounding objects of ``video`` and write the four outputs to ``out``.
 
@@ -111,6 +117,9 @@ def localize_video(
         box_mode: "enclosing" (one box per step, the STM authors') or "per-contour".
         sheet_frames: frames on the contact sheet, evenly spaced over the steps.
         batch_size: steps encoded together when not streaming.
+        ground_truth: annotated frames as ``(time in seconds, (N, 4) xyxy boxes in video
+            pixels)``, drawn dashed on the overlay and the contact sheet; a video frame shows
+            the nearest annotation within half a step (``0.5 / fps``), none farther away.
 
     Raises:
         AvlocError: unreadable video, no audio stream, bad range, or a bad model checkpoint.
@@ -121,6 +130,7 @@ def localize_video(
         raise AvlocError(f"{video}: no audio stream; localising the sounding object needs the soundtrack")
     if sheet_frames < 1 or batch_size < 1:
         raise AvlocError(f"sheet_frames and batch_size must be >= 1, got {sheet_frames} and {batch_size}")
+    truth = None if ground_truth is None else _annotations(ground_truth)
     localizer = Localizer(load_trained(model, device), device)
     fps = localizer.fps if fps is None else fps
     steps = iter_steps(video, fps=fps, size=localizer.frame_size, sample_rate=localizer.mel.sample_rate,
@@ -169,8 +179,32 @@ def localize_video(
     with timer("writing outputs"):
         _write_json(result, video, str(model), fps)
         _write_npz(result)
-    _write_visuals(result, info, fps, start, end, sheet_frames, timer, progress)
+    _write_visuals(result, info, fps, start, end, sheet_frames, timer, progress, truth)
     return result
+
+
+def _annotations(ground_truth: Sequence[tuple[float, np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Annotation times ``(A,)`` in increasing order and their ``(N, 4)`` boxes, checked."""
+    items = []
+    for n, (moment, boxes) in enumerate(ground_truth):
+        array = np.asarray(boxes, dtype=np.float64)
+        if array.size % 4 or (array.size and array.shape[-1] != 4) or not np.isfinite(array).all():
+            raise AvlocError(f"ground_truth[{n}]: expected finite (N, 4) xyxy boxes, got shape {array.shape}")
+        if not math.isfinite(moment):
+            raise AvlocError(f"ground_truth[{n}]: time must be finite, got {moment}")
+        items.append((float(moment), array.reshape(-1, 4)))
+    items.sort(key=lambda item: item[0])
+    return np.array([t for t, _ in items], dtype=np.float64), [b for _, b in items]
+
+
+def _nearest_truth(truth: tuple[np.ndarray, list[np.ndarray]], moment: float, within: float) -> np.ndarray:
+    """The boxes of the annotation nearest to ``moment`` if at most ``within`` seconds away, else none."""
+    times, boxes = truth
+    after = int(np.searchsorted(times, moment))
+    near = [i for i in (after - 1, after) if 0 <= i < len(times) and abs(times[i] - moment) <= within + 1e-6]
+    if not near:
+        return np.zeros((0, 4))
+    return boxes[min(near, key=lambda i: abs(times[i] - moment))]
 
 
 def _boxes(heatmaps: torch.Tensor, size: tuple[int, int], mode: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -225,7 +259,8 @@ def _write_npz(result: Localization) -> None:
 
 
 def _write_visuals(result: Localization, info: VideoInfo, fps: float, start: float | None, end: float | None,
-                   sheet_frames: int, timer: StageTimer, progress: bool) -> None:
+                   sheet_frames: int, timer: StageTimer, progress: bool,
+                   truth: tuple[np.ndarray, list[np.ndarray]] | None) -> None:
     """The overlay video (every original frame, original audio) and the contact sheet."""
     video = info.path
     first = result.times[0] - 0.5 / fps  # the processed range's start
@@ -249,10 +284,12 @@ def _write_visuals(result: Localization, info: VideoInfo, fps: float, start: flo
                     k = int(np.clip(np.floor((frame_time - first) * fps + 1e-6), 0, len(result.times) - 1))
                     second = int(np.floor(result.times[k] + 1e-9))
                     name, probability = per_second[second]
-                    caption = f"{frame_time:6.2f} s  {name} {100 * probability:.0f}%"
+                    caption = f"{frame_time:.2f} s  {name} {100 * probability:.0f}%"
                     if layer_of != k:  # the colour layer changes once per step, not per frame
                         layer, layer_of = heat_layer(torch.from_numpy(result.heatmaps[k]), (height, width)), k
-                    image = annotated_frame(frame[:height, :width], layer, result.boxes[k], result.scores[k], caption)
+                    shown = None if truth is None else _nearest_truth(truth, frame_time, 0.5 / fps)
+                    image = annotated_frame(frame[:height, :width], layer, result.boxes[k], result.scores[k], caption,
+                                            ground_truth=shown)
                     writer.write_frame(image)
                     if k in chosen and (k not in tiles or frame_time <= result.times[k] + 1e-6):
                         tiles[k] = image  # the frame the model saw at step k

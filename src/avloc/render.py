@@ -2,6 +2,21 @@
 
 Frames are ``(H, W, 3)`` uint8 RGB; heat maps are low-resolution ``(h, w)`` maps, upsampled
 bilinearly (:func:`avloc.localize.upsample`) and min-max normalised per frame, as evaluated.
+Boxes are ``(N, 4)`` xyxy in frame pixels, ``x2``/``y2`` exclusive (:mod:`avloc.localize`).
+
+:func:`annotated_frame` draws, in this order so that the results are never hidden:
+
+1. the heat map in a perceptual colour map (inferno: dark purple -> red -> yellow), blended
+   with an opacity that grows with the map's level: the frame is untouched where the map is at
+   its minimum and still shows through where it is high. A flat map (:func:`avloc.localize.is_flat`)
+   says nothing and adds no colour;
+2. the caption (time, event class of the second, its probability) at the top left and, when
+   ground truth is drawn, a legend at the bottom left, both on see-through bands;
+3. predicted boxes as thin solid outlines, clipped to the frame;
+4. ground-truth boxes, when given, as thin dashed outlines in another colour;
+5. the map's peak (its argmax at frame size) as a white cross with a dark outline;
+6. each predicted box's score on a band of its colour just outside the box (above it, else
+   below, else inside its top edge).
 """
 
 from __future__ import annotations
@@ -9,59 +24,207 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
 import torch
+from matplotlib import colormaps
 
 from avloc.atomic import atomic_path
-from avloc.localize import normalize, upsample
+from avloc.localize import is_flat, normalize, upsample
 
-BOX_COLOUR = (60, 255, 60)  # RGB
-TEXT_COLOUR = (255, 255, 255)
-OPACITY = 0.6  # blend weight of the colour map where the normalised heat map is 1
+Colour = tuple[int, int, int]  # RGB
+
+BOX_COLOUR: Colour = (60, 255, 60)  # predicted boxes: green, not in the colour map
+TRUTH_COLOUR: Colour = (0, 190, 255)  # ground truth: sky blue, dashed
+PEAK_COLOUR: Colour = (255, 255, 255)
+TEXT_COLOUR: Colour = (255, 255, 255)
+BAND_COLOUR: Colour = (0, 0, 0)
+COLOUR_MAP = "inferno"
+OPACITY = 0.65  # blend weight of the colour map where the normalised heat map is 1
+CAPTION_OPACITY = 0.6  # caption and legend bands: the map and the frame show through
 
 
-def heat_layer(heatmap: torch.Tensor, size: tuple[int, int], opacity: float = OPACITY) -> tuple[np.ndarray, np.ndarray]:
-    """A heat map as a colour layer for frames of ``size`` (H, W): jet colours ``(H, W, 3)``
-    and blend weights ``(H, W, 1)``, more opaque where the min-max normalised map is higher."""
-    level = normalize(upsample(heatmap, size)).numpy()  # (h, w) -> (H, W) in [0, 1]
-    colours = cv2.applyColorMap((level * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]  # BGR -> RGB
-    return colours.astype(np.float32), (opacity * level)[..., None].astype(np.float32)  # (H, W) -> (H, W, 1)
+@dataclass(frozen=True)
+class HeatLayer:
+    """A heat map ready to blend over frames of one size; all ``None`` for a flat map."""
+
+    colours: np.ndarray | None  # (H, W, 3) float32 RGB
+    weight: np.ndarray | None  # (H, W, 1) float32 blend weights in [0, OPACITY]
+    peak: tuple[int, int] | None  # (x, y) pixel of the map's maximum
 
 
-def heat_overlay(frame: np.ndarray, layer: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+@lru_cache(maxsize=4)
+def _colour_table(name: str) -> np.ndarray:
+    """``(256, 3)`` float32 RGB in [0, 255] of a matplotlib colour map."""
+    return (colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.float32)
+
+
+def heat_layer(heatmap: torch.Tensor | np.ndarray, size: tuple[int, int], opacity: float = OPACITY,
+               colour_map: str = COLOUR_MAP) -> HeatLayer:
+    """A heat map ``(h, w)`` as a colour layer for frames of ``size`` (H, W).
+
+    The map is upsampled to ``size`` and min-max normalised; its colours come from
+    ``colour_map`` (a matplotlib name) and its blend weight is ``opacity * level``.
+    """
+    full = upsample(torch.as_tensor(heatmap), size)  # (h, w) -> (H, W)
+    if full.ndim != 2:
+        raise ValueError(f"heat_layer: expected one (h, w) map, got shape {tuple(heatmap.shape)}")
+    if bool(is_flat(full)):
+        return HeatLayer(None, None, None)
+    level = normalize(full).numpy()  # (H, W) in [0, 1]
+    colours = _colour_table(colour_map)[np.rint(level * 255).astype(np.uint8)]  # (H, W) -> (H, W, 3)
+    row, column = np.unravel_index(int(level.argmax()), level.shape)
+    return HeatLayer(colours, (opacity * level)[..., None].astype(np.float32), (int(column), int(row)))
+
+
+def heat_overlay(frame: np.ndarray, layer: HeatLayer) -> np.ndarray:
     """``frame`` with a :func:`heat_layer` blended over it (a new array)."""
-    colours, weight = layer
-    return (frame * (1 - weight) + colours * weight).astype(np.uint8)
+    if layer.colours is None:
+        return frame.copy()
+    blended = frame * (1 - layer.weight) + layer.colours * layer.weight  # (H, W, 3) float32
+    return np.rint(blended).astype(np.uint8)
 
 
-def draw_boxes(image: np.ndarray, boxes: np.ndarray, scores: Sequence[float]) -> np.ndarray:
-    """Draw xyxy boxes (image pixels) with their scores, in place; returns ``image``."""
-    thickness = max(1, round(min(image.shape[:2]) / 200))
-    for (x1, y1, x2, y2), score in zip(np.asarray(boxes).reshape(-1, 4), scores):
-        cv2.rectangle(image, (int(x1), int(y1)), (int(x2) - 1, int(y2) - 1), BOX_COLOUR, thickness)
-        put_text(image, f"{score:.2f}", (int(x1) + 2, int(y1) + 2), scale=0.6)
+def line_width(image: np.ndarray) -> int:
+    """Outline thickness for ``image``: 1 pixel below 600 px (the shorter side), 2 at 720p, 3 at 1080p."""
+    return max(1, round(min(image.shape[:2]) / 400))
+
+
+def _pixel_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The first and last pixel columns and rows of an xyxy box, clipped to the image; None if outside."""
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
+    x2, y2 = x2 - 1, y2 - 1  # exclusive -> last pixel
+    if x2 < 0 or y2 < 0 or x1 >= width or y1 >= height or x2 < x1 or y2 < y1:
+        return None
+    return max(x1, 0), max(y1, 0), min(x2, width - 1), min(y2, height - 1)
+
+
+def _dashed_line(image: np.ndarray, start: tuple[int, int], end: tuple[int, int], colour: Colour,
+                 thickness: int, dash: int) -> None:
+    """Dashes of ``dash`` pixels and gaps of ``dash`` pixels from ``start`` to ``end`` (inclusive)."""
+    length = max(abs(end[0] - start[0]), abs(end[1] - start[1]))
+    for offset in range(0, length + 1, 2 * dash):
+        a = offset / max(length, 1)
+        b = min(offset + dash - 1, length) / max(length, 1)
+        p = (round(start[0] + a * (end[0] - start[0])), round(start[1] + a * (end[1] - start[1])))
+        q = (round(start[0] + b * (end[0] - start[0])), round(start[1] + b * (end[1] - start[1])))
+        cv2.line(image, p, q, colour, thickness)
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, colour: Colour = BOX_COLOUR, dashed: bool = False) -> np.ndarray:
+    """Outline xyxy boxes (image pixels, clipped to the image), in place; returns ``image``."""
+    height, width = image.shape[:2]
+    thickness = line_width(image)
+    dash = max(3, round(min(height, width) / 60))
+    for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        pixels = _pixel_box(box, width, height)
+        if pixels is None:
+            continue
+        x1, y1, x2, y2 = pixels
+        if not dashed:
+            cv2.rectangle(image, (x1, y1), (x2, y2), colour, thickness)
+            continue
+        for start, end in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+            _dashed_line(image, start, end, colour, thickness, dash)
     return image
 
 
-def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 1.0) -> np.ndarray:
-    """Write ``text`` on a dark band with its top-left corner at ``origin``, in place."""
+def draw_peak(image: np.ndarray, peak: tuple[int, int]) -> np.ndarray:
+    """A white cross with a dark outline centred on pixel ``peak`` (x, y), in place."""
+    x, y = peak
+    arm = max(4, round(min(image.shape[:2]) / 32))
+    thickness = line_width(image)
+    for colour, width in ((BAND_COLOUR, thickness + 2), (PEAK_COLOUR, thickness)):
+        cv2.line(image, (x - arm, y), (x + arm, y), colour, width)
+        cv2.line(image, (x, y - arm), (x, y + arm), colour, width)
+    return image
+
+
+def _text_geometry(image: np.ndarray, text: str, scale: float) -> tuple[float, int, int, int, int]:
+    """Font size, stroke, band width and height (pixels), and the text's height above its baseline."""
     size = max(0.3, scale * min(image.shape[:2]) / 400)
     thickness = max(1, round(size * 1.5))
     (w, h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, thickness)
+    return size, thickness, w + 4, h + baseline + 4, h
+
+
+def _band(image: np.ndarray, left: int, top: int, width: int, height: int, colour: Colour, opacity: float) -> None:
+    """Fill a rectangle (clipped to the image) with ``colour`` at ``opacity``, in place."""
+    region = image[max(top, 0) : max(top + height, 0), max(left, 0) : max(left + width, 0)]  # a view
+    region[...] = np.rint(region * (1 - opacity) + np.asarray(colour, np.float32) * opacity).astype(np.uint8)
+
+
+def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float = 1.0,
+             colour: Colour = TEXT_COLOUR, band: Colour = BAND_COLOUR, band_opacity: float = 1.0) -> np.ndarray:
+    """Write ``text`` on a band (``band_opacity`` < 1: see-through) with its top-left corner at ``origin``, in place."""
+    size, thickness, band_w, band_h, h = _text_geometry(image, text, scale)
     x, y = origin
-    cv2.rectangle(image, (x, y), (x + w + 4, y + h + baseline + 4), (0, 0, 0), -1)
-    cv2.putText(image, text, (x + 2, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, size, TEXT_COLOUR, thickness, cv2.LINE_AA)
+    _band(image, x, y, band_w, band_h, band, band_opacity)
+    cv2.putText(image, text, (x + 2, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, size, colour, thickness, cv2.LINE_AA)
     return image
 
 
-def annotated_frame(frame: np.ndarray, layer: tuple[np.ndarray, np.ndarray], boxes: np.ndarray,
-                    scores: Sequence[float], caption: str) -> np.ndarray:
-    """The overlay of one frame: heat-map layer, boxes with scores, and a caption at the top left."""
+def label_box(image: np.ndarray, box: Sequence[float], text: str, colour: Colour = BOX_COLOUR,
+              scale: float = 0.6) -> np.ndarray:
+    """Write ``text`` on a band of ``colour`` just outside ``box``: above it, else below it, else
+    inside its top edge; shifted sideways to stay in the image. In place."""
+    height, width = image.shape[:2]
+    pixels = _pixel_box(box, width, height)
+    if pixels is None:
+        return image
+    x1, y1, x2, y2 = pixels
+    _, _, band_w, band_h, _ = _text_geometry(image, text, scale)
+    clearance = line_width(image) // 2 + 1  # the outline's half-thickness outside the box
+    if y1 - clearance - band_h >= 0:
+        top = y1 - clearance - band_h
+    elif y2 + clearance + band_h <= height:
+        top = y2 + clearance
+    else:
+        top = min(max(y1 + clearance, 0), max(height - band_h, 0))
+    left = min(max(x1, 0), max(width - band_w, 0))
+    return put_text(image, text, (left, top), scale, colour=BAND_COLOUR, band=colour)
+
+
+def draw_legend(image: np.ndarray, entries: Sequence[tuple[str, Colour, bool]], scale: float = 0.5) -> np.ndarray:
+    """A legend at the bottom left, one line per ``(text, colour, dashed)``, in place."""
+    height = image.shape[0]
+    bottom = height
+    for text, colour, dashed in reversed(entries):
+        _, _, band_w, band_h, _ = _text_geometry(image, text, scale)
+        swatch = round(1.6 * band_h)
+        top = bottom - band_h
+        _band(image, 0, top, swatch, band_h, BAND_COLOUR, CAPTION_OPACITY)
+        middle = top + band_h // 2
+        if dashed:
+            _dashed_line(image, (3, middle), (swatch - 3, middle), colour, line_width(image) + 1, max(2, band_h // 4))
+        else:
+            cv2.line(image, (3, middle), (swatch - 3, middle), colour, line_width(image) + 1)
+        put_text(image, text, (swatch, top), scale, colour=colour, band_opacity=CAPTION_OPACITY)
+        bottom = top
+    return image
+
+
+def annotated_frame(frame: np.ndarray, layer: HeatLayer, boxes: np.ndarray, scores: Sequence[float],
+                    caption: str, ground_truth: np.ndarray | None = None) -> np.ndarray:
+    """The overlay of one frame (a new array): heat-map layer, predicted boxes with their
+    scores, the peak, a caption at the top left and, when ``ground_truth`` (``(M, 4)``
+    xyxy, possibly empty) is given, the ground-truth boxes dashed with a legend."""
     image = heat_overlay(frame, layer)
-    draw_boxes(image, boxes, scores)
-    return put_text(image, caption, (0, 0))
+    put_text(image, caption, (0, 0), scale=0.7, band_opacity=CAPTION_OPACITY)
+    if ground_truth is not None:
+        draw_legend(image, [("predicted", BOX_COLOUR, False), ("ground truth", TRUTH_COLOUR, True)])
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    draw_boxes(image, boxes)
+    if ground_truth is not None:
+        draw_boxes(image, ground_truth, TRUTH_COLOUR, dashed=True)
+    if layer.peak is not None:
+        draw_peak(image, layer.peak)
+    for box, score in zip(boxes, scores):
+        label_box(image, box, f"{score:.2f}")
+    return image
 
 
 def contact_sheet(tiles: Sequence[np.ndarray], columns: int = 4, tile_width: int = 320) -> np.ndarray:
