@@ -278,8 +278,8 @@ def test_supervisions_default_to_segment():
 
 def test_bad_options_and_inputs():
     for options, message in [
-        ({"segment_pool": "sum"}, "unknown segment_pool 'sum'"),
-        ({"audio_pool": "median"}, "unknown audio_pool 'median'"),
+        ({"segment_pool": "sum"}, "option segment_pool expects one of 'mean\\+max', 'mean', 'max', got 'sum'"),
+        ({"audio_pool": "median"}, "option audio_pool expects one of 'max', 'mean', got 'median'"),
         ({"mfb_factor": 0}, "mfb_factor must be >= 1"),
         ({"mfb_out": 0}, "mfb_out must be >= 1"),
         ({"hidden": 0}, "hidden must be >= 1"),

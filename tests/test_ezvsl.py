@@ -110,7 +110,7 @@ def test_bad_inputs_options_and_supervision():
         model(visual, audio[:, :2])
     with pytest.raises(AvlocError, match="supervision 'self'"):
         model.loss(model(visual, audio), {"label": torch.zeros(B, dtype=torch.long)}, "video")
-    with pytest.raises(AvlocError, match="unknown pool"):
+    with pytest.raises(AvlocError, match="ezvsl: option pool expects one of 'max', 'mean', got"):
         small(pool="avg")
     with pytest.raises(AvlocError, match="temperature"):
         small(temperature=0.0)

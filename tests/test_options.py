@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Sequence
 
+import re
+
 import pytest
 import torch
 import yaml
@@ -56,7 +58,7 @@ def _one_line_error(capsys, argv: list[str]) -> str:
     ({"memory_size": 2.5}, "stm: option memory_size expects an int, got 2.5"),
     ({"heads": 1.0}, "stm: option heads expects an int, got 1.0"),
     ({"audio_dropout": float("nan")}, "stm: option audio_dropout expects a finite number, got nan"),
-    ({"variant": 1}, "stm: option variant expects a string, got 1"),
+    ({"variant": 1}, "stm: option variant expects one of 'c+u', 'u', 'none', got 1"),
 ])
 def test_create_model_refuses_a_value_of_another_type(options, message):
     with pytest.raises(AvlocError) as error:
@@ -239,3 +241,13 @@ def test_a_run_writes_its_config_and_repeats_from_it(tiny, tmp_path, one_thread)
     for key, value in state["model"].items():
         torch.testing.assert_close(repeated["model"][key], value, rtol=0, atol=0, msg=key)
     assert yaml.safe_load((again / CONFIG_NAME).read_text()) == repeated["config"]
+
+
+@pytest.mark.parametrize(("model", "option", "value", "choices"), [
+    ("stm", "variant", "bogus", "'c+u', 'u', 'none'"), ("ave", "fusion", "bilinear", "'concat', 'additive', 'gated', 'dmrn'"),
+    ("avfb", "segment_pool", "sum", "'mean+max', 'mean', 'max'"), ("tavlo", "negative", "median", "'max', 'mean'"),
+])
+def test_choice_options_are_checked_before_anything_is_built(model, option, value, choices):
+    message = f"{model}: option {option} expects one of {choices}, got '{value}'"
+    with pytest.raises(AvlocError, match=f"^{re.escape(message)}$"):
+        check_options(model, {option: value})

@@ -223,7 +223,7 @@ def test_bad_inputs_and_options():
         model(visual, audio[:, :2])
     with pytest.raises(ValueError, match="no visual encoder"):
         model(frames=torch.rand(B, T, 3, 32, 32), audio=audio)
-    with pytest.raises(AvlocError, match="unknown variant 'cu'"):
+    with pytest.raises(AvlocError, match="stm: option variant expects one of 'c\\+u', 'u', 'none', got 'cu'"):
         small_stm(variant="cu")
     with pytest.raises(AvlocError, match="heads must divide"):
         small_stm(heads=3)

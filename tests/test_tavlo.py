@@ -178,7 +178,7 @@ def test_bad_inputs_options_and_supervision():
         ({"audio_kernel": (4, 0)}, "audio_kernel"),
         ({"audio_kernel": (4,)}, "audio_kernel"),
         ({"temperature": -0.1}, "temperature"),
-        ({"negative": "median"}, "unknown negative"),
+        ({"negative": "median"}, "option negative expects one of 'max', 'mean', got 'median'"),
     ]
     for kwargs, message in bad:
         with pytest.raises(AvlocError, match=message):

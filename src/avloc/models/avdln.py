@@ -10,6 +10,7 @@ embeddings (eq. 9), and the network is trained with the contrastive loss of Hads
 
 from __future__ import annotations
 
+from typing import Literal
 import torch
 from torch import nn
 
@@ -148,7 +149,7 @@ def avdln(
     hidden: int = 128,
     embedding: int = 64,
     margin: float = 2.0,
-    pool: str = "mean",
+    pool: Literal[POOLS] = "mean",
     batch_negatives: bool = True,
 ) -> AVDLN:
     """Build AVDLN (see :class:`AVDLN` for every argument and default)."""

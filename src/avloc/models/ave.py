@@ -12,6 +12,7 @@ Registered models: ``"ave"`` (attention, LSTMs, one fusion, one classifier) and 
 
 from __future__ import annotations
 
+from typing import Literal
 import math
 
 import torch
@@ -270,13 +271,13 @@ def ave(
     visual_channels: int,
     audio_channels: int,
     num_classes: int,
-    fusion: str = "dmrn",
+    fusion: Literal[FUSIONS] = "dmrn",
     attention_channels: int = 512,
     attention_hidden: int = 49,
     lstm_hidden: int = 128,
     dmrn_blocks: int = 1,
-    audio_pool: str = "mean",
-    temporal_pool: str = "mean",
+    audio_pool: Literal[POOLS] = "mean",
+    temporal_pool: Literal[TEMPORAL_POOLS] = "mean",
 ) -> AVE:
     """Build AVE with one ``fusion`` ("concat", "additive", "gated" or ["dmrn"]); see :class:`AVE`."""
     return AVE(
@@ -304,8 +305,8 @@ def dmrfe(
     attention_hidden: int = 49,
     lstm_hidden: int = 128,
     dmrn_blocks: int = 1,
-    audio_pool: str = "mean",
-    temporal_pool: str = "mean",
+    audio_pool: Literal[POOLS] = "mean",
+    temporal_pool: Literal[TEMPORAL_POOLS] = "mean",
 ) -> AVE:
     """Build DMRFE, the dual multimodal residual fusion ensemble (section 6.2).
 

@@ -10,6 +10,7 @@ source localisation (3.7, eqs. 13-16).
 
 from __future__ import annotations
 
+from typing import Literal
 import math
 
 import torch
@@ -310,8 +311,8 @@ def avfb(
     hidden: int = 128,
     mfb_factor: int = 5,
     mfb_out: int = 1000,
-    segment_pool: str = "mean+max",
-    audio_pool: str = "mean",
+    segment_pool: Literal[SEGMENT_POOLS] = "mean+max",
+    audio_pool: Literal[POOLS] = "mean",
     rescale_segments: bool = True,
     margin: float = 0.7,
 ) -> AVFBNet:

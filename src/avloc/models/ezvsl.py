@@ -9,6 +9,7 @@ of its own frame's map (max over positions) and no position of the other frames 
 
 from __future__ import annotations
 
+from typing import Literal
 import torch
 from torch import nn
 
@@ -104,7 +105,7 @@ def ezvsl(
     channels: int = 512,
     projection_layers: int = 1,
     norm: bool = False,
-    pool: str = "max",
+    pool: Literal[POOLS] = "max",
     temperature: float = 0.03,
 ) -> EZVSL:
     """Build EZ-VSL on feature maps (see :class:`EZVSL`; ``num_classes`` is unused: no classifier)."""

@@ -7,6 +7,7 @@ projections to a joint space (3.1, 4.2), the spatio-temporal memory layer (3.2, 
 
 from __future__ import annotations
 
+from typing import Literal
 import os
 
 import torch
@@ -24,7 +25,7 @@ from avloc.models.blocks import (
     spatial_pool,
 )
 from avloc.models.encoders import Encoder, create_encoder
-from avloc.models.memory import MemoryBank, MemoryOutput, SpaceTimeMemory
+from avloc.models.memory import VARIANTS, MemoryBank, MemoryOutput, SpaceTimeMemory
 from avloc.types import AVOutput, AvlocError
 
 TEMPORAL_POOLS = ("max", "mean")
@@ -288,16 +289,16 @@ def stm(
     audio_channels: int | None = None,
     num_classes: int,
     channels: int = 256,
-    variant: str = "c+u",
+    variant: Literal[VARIANTS] = "c+u",
     memory_size: int = 3,
     heads: int = 1,
     causal: bool = True,
     norm: bool = True,
     projection_layers: int = 2,
-    pool: str = "max",
-    temporal_pool: str = "max",
+    pool: Literal[POOLS] = "max",
+    temporal_pool: Literal[TEMPORAL_POOLS] = "max",
     spatial_temperature: float | None = None,
-    spatial_similarity: str = "cosine",
+    spatial_similarity: Literal[SIMILARITIES] = "cosine",
     audio_dropout: float = 0.0,
     visual_encoder: str | None = None,
     audio_encoder: str | None = None,

@@ -21,6 +21,7 @@ class docstring says what was assumed.
 
 from __future__ import annotations
 
+from typing import Literal
 import math
 from collections.abc import Sequence
 
@@ -257,7 +258,7 @@ def tavlo(
     mlp_ratio: float = 0.0,
     audio_kernel: Sequence[int] = (4, 2),
     temperature: float = 0.03,
-    negative: str = "mean",
+    negative: Literal[NEGATIVE_POOLS] = "mean",
 ) -> TAVLO:
     """Build TAVLO on feature maps (see :class:`TAVLO`; ``num_classes`` is unused: no classifier)."""
     return TAVLO(
