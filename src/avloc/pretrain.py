@@ -161,7 +161,7 @@ def pretrain_visual(config: PretrainConfig, progress: bool = True) -> dict:
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=config.lr)
     validation_set = _batch(np.random.default_rng(config.seed + 1), held, backdrop, config.size, 32)
     baseline = _validate(create_encoder(config.encoder), validation_set)
-    validation, loss = [], math.nan
+    validation, loss, out = [], math.nan, Path(config.out)
     bar = tqdm(range(1, config.steps + 1), desc="pretrain visual", unit="step", disable=not progress)
     for step in bar:
         encoder.train()
@@ -177,13 +177,16 @@ def pretrain_visual(config: PretrainConfig, progress: bool = True) -> dict:
         if step % config.validate_every == 0 or step == config.steps:
             gap = _validate(encoder, validation_set)
             validation.append((step, gap, baseline))
+            _save(encoder, out)  # every validation: a stopped run still leaves its latest weights
             bar.write(f"step {step}: loss {loss:.3f}, delimiting gap on held-out pictures {gap:.3f} "
-                      f"(untrained encoder {baseline:.3f})")
-    out = Path(config.out)
-    with atomic_path(out) as tmp:
-        torch.save(encoder.state_dict(), tmp)
+                      f"(untrained encoder {baseline:.3f}); weights written to {out}")
     return {"out": str(out), "pictures": len(train), "held_out": len(held), "steps": config.steps, "loss": loss,
             "validation": validation}
+
+
+def _save(encoder: nn.Module, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        torch.save(encoder.state_dict(), tmp)
 
 
 @torch.no_grad()
