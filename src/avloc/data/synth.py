@@ -51,6 +51,7 @@ import logging
 import multiprocessing
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -226,25 +227,36 @@ def generate_dataset(out: str | os.PathLike, clips: int, seed: int, size: int = 
         tmp.write_text(json.dumps(marker, indent=1) + "\n")
     splits = assign_splits(seed, clips)
     jobs = [(str(out), int(seed), i, int(size), float(seconds), sizes, splits[i], reuse) for i in range(clips)]
+    write_clips(out, _make_clip, jobs, workers, progress)
+    log.info("wrote %d synthetic clips to %s", clips, out)
+    return out
+
+
+def write_clips(out: Path, make_clip: Callable[[tuple], tuple[int, dict]], jobs: list[tuple], workers: int | None,
+                progress: bool) -> None:
+    """Run ``make_clip(job) -> (index, manifest line)`` over ``jobs`` (in ``workers`` processes), drop
+    videos beyond the last clip, and write the manifest in clip order (atomically).
+
+    Shared by the shape and the composite benchmark; the output does not depend on ``workers``.
+    """
+    clips = len(jobs)
     workers = min(workers or os.cpu_count() or 1, clips)
     lines: list[dict | None] = [None] * clips
     with tqdm(total=clips, unit="clip", desc="synth", disable=not progress) as bar:
         if workers == 1:
-            for index, line in map(_make_clip, jobs):
+            for index, line in map(make_clip, jobs):
                 lines[index] = line
                 bar.update()
         else:
             method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
             with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker) as pool:
-                for index, line in pool.imap_unordered(_make_clip, jobs):
+                for index, line in pool.imap_unordered(make_clip, jobs):
                     lines[index] = line
                     bar.update()
     _remove_videos(out, first=clips)
     with atomic_path(out / MANIFEST_NAME) as tmp, open(tmp, "w", encoding="utf-8") as manifest:
         for line in lines:
             manifest.write(json.dumps(line, separators=(", ", ": ")) + "\n")
-    log.info("wrote %d synthetic clips to %s", clips, out)
-    return out
 
 
 def _remove_videos(out: Path, first: int) -> None:

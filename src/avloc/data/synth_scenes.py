@@ -119,18 +119,12 @@ class Source:
     gain: float
 
 
-@dataclass(frozen=True)
-class ClipPlan:
-    """Everything random about one clip, drawn before any pixel or sample is made."""
+class ClipTiming:
+    """What every clip plan derives from its ``index``, ``recipe`` and ``seconds`` (shapes and composites alike)."""
 
-    seed: int
     index: int
-    size: int
     seconds: float
     recipe: str
-    tracks: tuple[Track, ...]  # in drawing order
-    sources: tuple[Source, ...]
-    sizes: str = "real"  # the size setting the objects were drawn from
 
     @property
     def clip_id(self) -> str:
@@ -147,6 +141,21 @@ class ClipPlan:
     @property
     def num_samples(self) -> int:
         return round(self.seconds * SAMPLE_RATE)
+
+
+@dataclass(frozen=True)
+class ClipPlan(ClipTiming):
+    """Everything random about one clip, drawn before any pixel or sample is made."""
+
+    seed: int
+    index: int
+    size: int
+    seconds: float
+    recipe: str
+    tracks: tuple[Track, ...]  # in drawing order
+    sources: tuple[Source, ...]
+    sizes: str = "real"  # the size setting the objects were drawn from
+
 
 
 def recipe_of(seed: int, index: int) -> str:
