@@ -14,7 +14,7 @@ from PIL import Image
 from avloc.cli import main
 from avloc.data.check import check_dataset
 from avloc.data.composite import (CompositePlan, Source, Sprite, annotate, draw, generate_composite, gt_frames,
-                                  plan_composite, render_audio)
+                                  heard_classes, plan_composite, render_audio)
 from avloc.data.composite_assets import scan_assets
 from avloc.data.composite_render import warp_sprite
 from avloc.data.manifest import BACKGROUND, load_manifest
@@ -93,6 +93,54 @@ def test_deterministic_across_workers_and_resumable(dataset, assets, tmp_path):
     generate_composite(again, assets, CLIPS, SEED, SIZE, SECONDS, workers=1, progress=False)
     assert _lines(again) == first and (again / "videos" / "clip_00002.mp4").is_file()
     assert (again / "videos" / "clip_00001.mp4").stat().st_mtime_ns == before  # finished videos are kept
+
+
+def _heard(folder: Path) -> set[str]:
+    """Every class the manifest names: segment labels and box labels."""
+    labels = set()
+    for line in _lines(folder):
+        labels |= {segment["label"] for segment in line["segments"]} | {line["label"]}
+        labels |= {label for frame in line["frames"] for label in frame["labels"]}
+    return labels - {BACKGROUND}
+
+
+def test_classes_keeps_to_n_seeded_classes(assets, library, tmp_path, capsys):
+    out = tmp_path / "two"
+    assert main(["synth", str(out), "--assets", str(assets), "--clips", "6", "--seed", str(SEED), "--size", str(SIZE),
+                 "--seconds", str(SECONDS), "--workers", "1", "--classes", "2", "-q"]) == 0
+    marker = json.loads((out / "synth.json").read_text())
+    chosen = heard_classes(library, SEED, 2)
+    assert marker["heard_classes"] == list(chosen) and marker["parameters"]["classes"] == 2
+    assert _heard(out) == set(chosen)  # exactly the N classes sound, each at least once
+    assert ", ".join(chosen) in capsys.readouterr().out
+    # The same seed and N give the same classes; all N of them is the whole (sorted) list, as without N.
+    assert heard_classes(library, SEED, 2) == chosen and len(set(chosen)) == 2
+    assert {heard_classes(library, seed, 2) for seed in range(20)} != {chosen}  # the seed chooses them
+    assert heard_classes(library, SEED, 4) == heard_classes(library, SEED) == library.classes
+    # The others may still be drawn as silent distractors, never heard.
+    plans = [plan_composite(library, SEED, i, SIZE, SECONDS, chosen) for i in range(40)]
+    assert all(s.cls in chosen for plan in plans for s in plan.sources)
+    assert any(s.cls not in (None, *chosen) for plan in plans for s in plan.sprites)
+    # Another N regenerates every video; the same N keeps them.
+    before = (out / "videos" / "clip_00000.mp4").stat().st_mtime_ns
+    generate_composite(out, assets, 6, SEED, SIZE, SECONDS, workers=1, progress=False, classes=2)
+    assert (out / "videos" / "clip_00000.mp4").stat().st_mtime_ns == before
+    generate_composite(out, assets, 6, SEED, SIZE, SECONDS, workers=1, progress=False, classes=3)
+    assert (out / "videos" / "clip_00000.mp4").stat().st_mtime_ns != before
+    assert _heard(out) <= set(heard_classes(library, SEED, 3))
+    assert json.loads((out / "synth.json").read_text())["parameters"]["classes"] == 3
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, -2])
+def test_bad_classes_refused(assets, tmp_path, n, capsys):
+    with pytest.raises(AvlocError) as error:
+        generate_composite(tmp_path / "out", assets, 2, 0, 64, 1.0, workers=1, progress=False, classes=n)
+    text = str(error.value)
+    assert "2 to 4" in text and str(Path(assets).resolve()) in text and "\n" not in text
+    assert not (tmp_path / "out").exists()
+    assert main(["synth", str(tmp_path / "out"), "--assets", str(assets), "--clips", "2", "--seed", "0",
+                 "--classes", str(n), "-q"]) == 2
+    assert str(Path(assets).resolve()) in capsys.readouterr().err
 
 
 def _visible_boxes(plan: CompositePlan, library, n: int) -> list[list[int] | None]:

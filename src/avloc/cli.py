@@ -18,13 +18,19 @@ def _synth(args: argparse.Namespace) -> int:
         from avloc.data.composite import generate_composite
 
         out = generate_composite(args.out, args.assets, clips=args.clips, seed=args.seed, size=args.size,
-                                 seconds=args.seconds, workers=args.workers, progress=not args.quiet)
+                                 seconds=args.seconds, workers=args.workers, progress=not args.quiet,
+                                 classes=args.classes)
         marker = json.loads((out / "synth.json").read_text())
-        print(f"wrote {args.clips} clips to {out} from {len(marker['classes'])} classes and "
+        heard, total = marker["heard_classes"], len(marker["classes"])
+        print(f"wrote {args.clips} clips to {out} from {len(heard)} of {total} classes and "
               f"{marker['silent_pictures']} silent pictures of {args.assets}")
+        if len(heard) < total:
+            print(f"  sounding classes (drawn from seed {args.seed}): {', '.join(heard)}")
         for reason, count in marker["skipped"].items():
             print(f"  skipped {count} {reason}")
         return 0
+    if args.classes is not None:
+        raise AvlocError("--classes needs --assets (the shape benchmark has no classes to choose)")
     from avloc.data.synth import generate_dataset
 
     out = generate_dataset(args.out, clips=args.clips, seed=args.seed, size=args.size, seconds=args.seconds,
@@ -306,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--assets", default=None, metavar="DIR",
                        help="compose clips from real cut-outs and recordings instead of shapes: DIR/<class>/*.png "
                        "+ *.ogg/*.wav/*.flac, DIR/_silent/*.png (scripts/build_assets.py; docs/datasets.md)")
+    synth.add_argument("--classes", type=int, default=None, metavar="N",
+                       help="with --assets: only N classes sound, drawn from the seed and listed in synth.json; "
+                       "pictures of the others may be silent distractors (default: all classes)")
     synth.add_argument("--sizes", choices=("real", "small", "ave", "audioset-instrument"), default="real",
                        help="shape benchmark object sizes: real (drawn from the AVE / AudioSet-Instrument boxes, "
                        "default), small (the former few-percent objects), or one dataset's table")

@@ -8,6 +8,11 @@ Tux Paint's stamps). It keeps the shape benchmark's conventions: the five recipe
 shows time ``n / 16`` s, ground truth at ``t = (k + 0.5) / 4`` s, ``labels`` per box, tags,
 splits, per-(seed, clip) determinism independent of the number of workers, and resumption.
 
+``classes=N`` (``--classes N``) keeps the benchmark to N classes drawn from the seed
+(:func:`heard_classes`): every sounding object and every sound is one of them, while silent
+distractors may still be pictures of the other classes. Few clips per class leave weak
+video-level supervision nothing to learn from; fewer classes give each more clips.
+
 What differs:
 
 - Objects are pictures of a class (or silent stamps from ``_silent/``, and pictures of other
@@ -50,13 +55,14 @@ from avloc.data.synth_sounds import SAMPLE_RATE, smooth
 from avloc.io.write import write_video
 from avloc.types import AvlocError
 
-__all__ = ["CompositePlan", "Sprite", "annotate", "draw", "generate_composite", "plan_composite", "render_audio"]
+__all__ = ["CompositePlan", "Sprite", "annotate", "draw", "generate_composite", "heard_classes", "plan_composite",
+           "render_audio"]
 
 log = logging.getLogger(__name__)
 
 GENERATOR = "avloc.data.composite"
 VERSION = 1
-STREAM_PLAN, STREAM_VIDEO, STREAM_AUDIO = 11, 12, 13  # seed streams (the shape benchmark uses 1-5)
+STREAM_PLAN, STREAM_VIDEO, STREAM_AUDIO, STREAM_CLASSES = 11, 12, 13, 14  # seed streams (shapes use 1-5)
 PULSE = 0.3  # multi-entity: an instance grows by this fraction while its envelope is on
 MARGIN = 0.4  # an object's centre stays this share of its size inside the frame
 EXTRA = {"single": (1, 3), "mixed": (0, 2), "multi-entity": (0, 2), "off-screen": (1, 3), "cross-event": (0, 2)}
@@ -206,8 +212,30 @@ def _overlap(sprites: list[Sprite], seconds: float) -> int:
     return hits
 
 
-def plan_composite(library: AssetLibrary, seed: int, index: int, size: int, seconds: float) -> CompositePlan:
-    """Draw clip ``index`` of the composite dataset seeded ``seed``: recipe, sprites, paths and sources."""
+def heard_classes(library: AssetLibrary, seed: int, classes: int | None = None) -> tuple[str, ...]:
+    """The ``classes`` classes (default all) that sound in the dataset seeded ``seed``, sorted.
+
+    A seeded draw over the sorted class list, so the same seed and number give the same classes.
+
+    Raises:
+        AvlocError: ``classes`` is not 2 to the number of classes of the assets folder.
+    """
+    total = len(library.classes)
+    if classes is None:
+        return library.classes
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or not 2 <= classes <= total:
+        raise AvlocError(f"classes must be 2 to {total} (the classes of the assets folder {library.root}), "
+                         f"got {classes!r}")
+    picked = np.random.default_rng([seed, STREAM_CLASSES]).permutation(total)[: int(classes)]
+    return tuple(library.classes[int(k)] for k in sorted(picked))
+
+
+def plan_composite(library: AssetLibrary, seed: int, index: int, size: int, seconds: float,
+                   heard: tuple[str, ...] | None = None) -> CompositePlan:
+    """Draw clip ``index`` of the composite dataset seeded ``seed``: recipe, sprites, paths and sources.
+
+    Only the classes ``heard`` (default all, see :func:`heard_classes`) sound; the others may be silent distractors.
+    """
     rng = np.random.default_rng([seed, STREAM_PLAN, index])
     recipe = recipe_of(seed, index)
     table = size_table("real", rng)
@@ -215,7 +243,11 @@ def plan_composite(library: AssetLibrary, seed: int, index: int, size: int, seco
     units = int(seconds / unit + 1e-9)
     start, end = a * unit, (seconds if b == units else b * unit)
     order = [int(c) for c in rng.permutation(len(library.classes))]
-    first, second = order[0], order[1]
+    # The first two heard classes of a random order are a uniform draw among them; with every class heard this is
+    # order[0], order[1], as before, so datasets without ``heard`` are unchanged.
+    allowed = set(range(len(library.classes))) if heard is None else {library.classes.index(c) for c in heard}
+    first, second = [c for c in order if c in allowed][:2]
+    order = [first, second] + [c for c in order if c not in (first, second)]
 
     def picture_of(cls: int) -> str:
         return library.pictures[cls][int(rng.integers(len(library.pictures[cls])))]
@@ -365,8 +397,8 @@ def render_audio(plan: CompositePlan, library: AssetLibrary) -> np.ndarray:
 
 def _make_clip(job: tuple) -> tuple[int, dict]:
     """Worker: plan clip, write its video unless a finished one can be reused, return its manifest line."""
-    root, library, seed, index, size, seconds, split, reuse = job
-    plan = plan_composite(library, seed, index, size, seconds)
+    root, library, seed, index, size, seconds, heard, split, reuse = job
+    plan = plan_composite(library, seed, index, size, seconds, heard)
     relative = f"videos/{plan.clip_id}.mp4"
     path = Path(root) / relative
     annotated = gt_frames(plan)
@@ -398,11 +430,14 @@ def _previous_run(out: Path) -> dict | None:
 
 
 def generate_composite(out: str | os.PathLike, assets: str | os.PathLike, clips: int, seed: int, size: int = 128,
-                       seconds: float = 10.0, workers: int | None = None, progress: bool = True) -> Path:
+                       seconds: float = 10.0, workers: int | None = None, progress: bool = True,
+                       classes: int | None = None) -> Path:
     """Write the composite benchmark from the assets folder ``assets`` to ``out``; returns ``out``.
 
-    Arguments and resumption as :func:`avloc.data.synth.generate_dataset`; finished videos are
-    reused only for the same assets (same files and sizes), version, seed, size and length.
+    Arguments and resumption as :func:`avloc.data.synth.generate_dataset`; ``classes`` (default
+    all) is how many classes sound, drawn from ``seed`` by :func:`heard_classes` and listed in
+    ``synth.json`` as ``heard_classes``. Finished videos are reused only for the same assets
+    (same files and sizes), version, seed, number of classes, size and length.
 
     Raises:
         AvlocError: bad arguments, a bad assets folder, or an ``out`` folder that holds something else.
@@ -411,15 +446,17 @@ def generate_composite(out: str | os.PathLike, assets: str | os.PathLike, clips:
     library = scan_assets(assets)
     library = AssetLibrary(library.root.resolve(), library.classes, library.pictures, library.sounds,
                            library.silent, library.skipped)
+    heard = heard_classes(library, seed, classes)
     for reason, count in library.skipped.items():
         log.info("assets folder %s: skipped %d %s", library.root, count, reason)
     out = Path(out)
-    parameters = {"clips": int(clips), "seed": int(seed), "size": int(size), "seconds": float(seconds),
-                  "fps": FPS, "sample_rate": SAMPLE_RATE, "assets": str(library.root),
+    parameters = {"clips": int(clips), "seed": int(seed), "classes": len(heard), "size": int(size),
+                  "seconds": float(seconds), "fps": FPS, "sample_rate": SAMPLE_RATE, "assets": str(library.root),
                   "assets_fingerprint": library.fingerprint}
     previous = _previous_run(out) or {}
     same = {key: value for key, value in parameters.items() if key not in ("clips", "assets")}
     before = {key: value for key, value in previous.get("parameters", {}).items() if key not in ("clips", "assets")}
+    before.setdefault("classes", len(library.classes))  # written before ``classes`` existed: every class sounded
     reuse = previous.get("generator") == GENERATOR and previous.get("version") == VERSION and before == same
     if not reuse:
         _remove_videos(out, first=0)
@@ -427,11 +464,13 @@ def generate_composite(out: str | os.PathLike, assets: str | os.PathLike, clips:
     marker = {"generator": GENERATOR, "version": VERSION, "parameters": parameters,
               "classes": [{"name": name, "pictures": len(p), "sounds": len(s)}
                           for name, p, s in zip(library.classes, library.pictures, library.sounds)],
+              "heard_classes": list(heard),
               "silent_pictures": len(library.silent), "skipped": library.skipped}
     with atomic_path(out / MARKER) as tmp:
         tmp.write_text(json.dumps(marker, indent=1) + "\n")
     splits = assign_splits(seed, clips)
-    jobs = [(str(out), library, int(seed), i, int(size), float(seconds), splits[i], reuse) for i in range(clips)]
+    jobs = [(str(out), library, int(seed), i, int(size), float(seconds), heard, splits[i], reuse)
+            for i in range(clips)]
     workers = min(workers or os.cpu_count() or 1, clips)
     lines: list[dict | None] = [None] * clips
     with tqdm(total=clips, unit="clip", desc="synth", disable=not progress) as bar:
@@ -449,5 +488,5 @@ def generate_composite(out: str | os.PathLike, assets: str | os.PathLike, clips:
     with atomic_path(out / MANIFEST_NAME) as tmp, open(tmp, "w", encoding="utf-8") as manifest:
         for line in lines:
             manifest.write(json.dumps(line, separators=(", ", ": ")) + "\n")
-    log.info("wrote %d composite clips from %s to %s", clips, library.root, out)
+    log.info("wrote %d composite clips of %d classes from %s to %s", clips, len(heard), library.root, out)
     return out
