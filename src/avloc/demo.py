@@ -21,6 +21,8 @@ from avloc.localize_video import Localization, localize_video
 from avloc.models.blocks import check_choice
 from avloc.types import AvlocError
 
+DEFAULT_MODEL_SIZES = "small"  # the object sizes of the built-in model's training data (MODEL_CARD.md)
+
 def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "single", seconds: float = 10.0,
              model: str = "default", progress: bool = True) -> tuple[Localization, dict]:
     """Generate a clip of ``scenario`` from the synthetic benchmark seeded ``seed`` (random when
@@ -39,7 +41,9 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
     load_trained(model)  # a bad model is refused before the clip is written
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     index = next(i for i in range(len(RECIPES)) if recipe_of(seed, i) == scenario)
-    dataset = generate_dataset(out / "clips", clips=index + 1, seed=seed, seconds=seconds, workers=1, progress=False)
+    # The built-in model was trained on the former small objects: the demo shows it clips of that kind.
+    dataset = generate_dataset(out / "clips", clips=index + 1, seed=seed, seconds=seconds, workers=1, progress=False,
+                               sizes=DEFAULT_MODEL_SIZES)
     record = load_manifest(dataset).records[index]
     truth = [(a.t, np.asarray(a.boxes, dtype=np.float64).reshape(-1, 4)) for a in record.frames]
     result = localize_video(record.video, out, model=model, progress=progress, ground_truth=truth)
