@@ -35,22 +35,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from avloc.atomic import atomic_path
 from avloc.data.composite_assets import AssetLibrary, load_picture, load_sound, scan_assets
 from avloc.data.composite_render import compose, fill, make_background, mask_box, prepare_sprite, visible_masks, warp_sprite
-from avloc.data.manifest import BACKGROUND, MANIFEST_NAME
+from avloc.data.manifest import BACKGROUND
 from avloc.data.object_sizes import size_table
-from avloc.data.synth import (LEVEL, MARKER, NOISE_RMS, QUIET, _check_arguments, _init_worker, _remove_videos,
-                              assign_splits)
-from avloc.data.synth_scenes import FPS, GT_FPS, recipe_of
+from avloc.data.synth import (LEVEL, MARKER, NOISE_RMS, QUIET, _check_arguments, _remove_videos, assign_splits,
+                              write_clips)
+from avloc.data.synth_scenes import FPS, GT_FPS, ClipTiming, recipe_of
 from avloc.data.synth_sounds import SAMPLE_RATE, smooth
 from avloc.io.write import write_video
 from avloc.types import AvlocError
@@ -124,7 +122,7 @@ class Source:
 
 
 @dataclass(frozen=True)
-class CompositePlan:
+class CompositePlan(ClipTiming):
     """Everything random about one clip except pixel-level texture and audio looping."""
 
     seed: int
@@ -134,22 +132,6 @@ class CompositePlan:
     recipe: str
     sprites: tuple[Sprite, ...]  # back to front
     sources: tuple[Source, ...]
-
-    @property
-    def clip_id(self) -> str:
-        return f"clip_{self.index:05d}"
-
-    @property
-    def scenario(self) -> str:
-        return "single" if self.recipe == "cross-event" else self.recipe
-
-    @property
-    def num_frames(self) -> int:
-        return math.ceil(self.seconds * FPS - 1e-9)
-
-    @property
-    def num_samples(self) -> int:
-        return round(self.seconds * SAMPLE_RATE)
 
 
 def _event_span(rng: np.random.Generator, index: int, seconds: float, min_units: int) -> tuple[int, int, float]:
@@ -471,22 +453,6 @@ def generate_composite(out: str | os.PathLike, assets: str | os.PathLike, clips:
     splits = assign_splits(seed, clips)
     jobs = [(str(out), library, int(seed), i, int(size), float(seconds), heard, splits[i], reuse)
             for i in range(clips)]
-    workers = min(workers or os.cpu_count() or 1, clips)
-    lines: list[dict | None] = [None] * clips
-    with tqdm(total=clips, unit="clip", desc="synth", disable=not progress) as bar:
-        if workers == 1:
-            for index, line in map(_make_clip, jobs):
-                lines[index] = line
-                bar.update()
-        else:
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker) as pool:
-                for index, line in pool.imap_unordered(_make_clip, jobs):
-                    lines[index] = line
-                    bar.update()
-    _remove_videos(out, first=clips)
-    with atomic_path(out / MANIFEST_NAME) as tmp, open(tmp, "w", encoding="utf-8") as manifest:
-        for line in lines:
-            manifest.write(json.dumps(line, separators=(", ", ": ")) + "\n")
+    write_clips(out, _make_clip, jobs, workers, progress)
     log.info("wrote %d composite clips of %d classes from %s to %s", clips, len(heard), library.root, out)
     return out
