@@ -48,7 +48,7 @@ from avloc.data.manifest import BACKGROUND
 from avloc.data.object_sizes import size_table
 from avloc.data.synth import (LEVEL, MARKER, NOISE_RMS, QUIET, _check_arguments, _remove_videos, assign_splits,
                               write_clips)
-from avloc.data.synth_scenes import FPS, GT_FPS, ClipTiming, recipe_of
+from avloc.data.synth_scenes import FPS, GT_FPS, ClipTiming, Envelope, recipe_of
 from avloc.data.synth_sounds import SAMPLE_RATE, smooth
 from avloc.io.write import write_video
 from avloc.types import AvlocError
@@ -66,17 +66,6 @@ MARGIN = 0.4  # an object's centre stays this share of its size inside the frame
 EXTRA = {"single": (1, 3), "mixed": (0, 2), "multi-entity": (0, 2), "off-screen": (1, 3), "cross-event": (0, 2)}
 FRONT = 0.35  # chance that a distractor passes in front of the sounding objects
 FRONT_AREA, DISTRACTOR_AREA, TWIN_AREA = 0.08, 0.2, 0.12  # caps on a box's share of the frame
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """A random on/off process: the state is ``first`` before ``edges[0]`` and flips at every edge."""
-
-    first: int
-    edges: tuple[float, ...]
-
-    def __call__(self, t: np.ndarray) -> np.ndarray:
-        return (self.first + np.searchsorted(self.edges, t, side="right")) % 2
 
 
 @dataclass(frozen=True)
