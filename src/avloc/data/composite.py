@@ -46,9 +46,10 @@ from avloc.data.composite_assets import AssetLibrary, load_picture, load_sound, 
 from avloc.data.composite_render import compose, fill, make_background, mask_box, prepare_sprite, visible_masks, warp_sprite
 from avloc.data.manifest import BACKGROUND
 from avloc.data.object_sizes import size_table
+from avloc.data.synth import GENERATOR as SHAPE_GENERATOR
 from avloc.data.synth import (LEVEL, MARKER, NOISE_RMS, QUIET, _check_arguments, _remove_videos, assign_splits,
-                              write_clips)
-from avloc.data.synth_scenes import FPS, GT_FPS, ClipTiming, Envelope, recipe_of
+                              previous_run, write_clips)
+from avloc.data.synth_scenes import FPS, GT_FPS, ClipTiming, Envelope, event_span, recipe_of
 from avloc.data.synth_sounds import SAMPLE_RATE, smooth
 from avloc.io.write import write_video
 from avloc.types import AvlocError
@@ -114,26 +115,8 @@ class Source:
 class CompositePlan(ClipTiming):
     """Everything random about one clip except pixel-level texture and audio looping."""
 
-    seed: int
-    index: int
-    size: int
-    seconds: float
-    recipe: str
     sprites: tuple[Sprite, ...]  # back to front
     sources: tuple[Source, ...]
-
-
-def _event_span(rng: np.random.Generator, index: int, seconds: float, min_units: int) -> tuple[int, int, float]:
-    """Event span ``[a, b)`` in units, and the unit (1 s, or 0.25 s for clips under 4 s), as the shape benchmark."""
-    unit = 1.0 if seconds >= 4 else 0.25
-    units = int(seconds / unit + 1e-9)
-    a, b = 0, units
-    max_background = min(units // 2, units - min_units)
-    if max_background >= 1 and (index % 2 == 0 or rng.random() < 0.3):
-        total = int(rng.integers(1, max_background + 1))
-        a = int(rng.integers(0, total + 1))
-        b = units - (total - a)
-    return a, b, unit
 
 
 def _envelope(rng: np.random.Generator, seconds: float) -> Envelope:
@@ -210,7 +193,7 @@ def plan_composite(library: AssetLibrary, seed: int, index: int, size: int, seco
     rng = np.random.default_rng([seed, STREAM_PLAN, index])
     recipe = recipe_of(seed, index)
     table = size_table("real", rng)
-    a, b, unit = _event_span(rng, index, seconds, min_units=2 if recipe == "cross-event" else 1)
+    a, b, unit = event_span(rng, index, seconds, min_units=2 if recipe == "cross-event" else 1)
     units = int(seconds / unit + 1e-9)
     start, end = a * unit, (seconds if b == units else b * unit)
     order = [int(c) for c in rng.permutation(len(library.classes))]
@@ -384,22 +367,6 @@ def _make_clip(job: tuple) -> tuple[int, dict]:
     return index, {key: line[key] for key in keys}
 
 
-def _previous_run(out: Path) -> dict | None:
-    """The marker of an earlier synth run (composite or shapes) in ``out``; None for a missing or empty folder."""
-    if out.exists() and not out.is_dir():
-        raise AvlocError(f"{out} exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
-        return None
-    try:
-        marker = json.loads((out / MARKER).read_text())
-        if marker.get("generator") not in (GENERATOR, "avloc.data.synth"):
-            raise ValueError
-    except (OSError, ValueError, AttributeError):
-        message = f"{out} is a non-empty folder that holds no synthetic dataset; choose a new or empty one"
-        raise AvlocError(message) from None
-    return marker
-
-
 def generate_composite(out: str | os.PathLike, assets: str | os.PathLike, clips: int, seed: int, size: int = 128,
                        seconds: float = 10.0, workers: int | None = None, progress: bool = True,
                        classes: int | None = None) -> Path:
@@ -424,7 +391,7 @@ def generate_composite(out: str | os.PathLike, assets: str | os.PathLike, clips:
     parameters = {"clips": int(clips), "seed": int(seed), "classes": len(heard), "size": int(size),
                   "seconds": float(seconds), "fps": FPS, "sample_rate": SAMPLE_RATE, "assets": str(library.root),
                   "assets_fingerprint": library.fingerprint}
-    previous = _previous_run(out) or {}
+    previous = previous_run(out, (GENERATOR, SHAPE_GENERATOR)) or {}
     same = {key: value for key, value in parameters.items() if key not in ("clips", "assets")}
     before = {key: value for key, value in previous.get("parameters", {}).items() if key not in ("clips", "assets")}
     before.setdefault("classes", len(library.classes))  # written before ``classes`` existed: every class sounded

@@ -169,15 +169,15 @@ def _check_arguments(clips, seed, size, seconds, workers, sizes="real") -> None:
         raise AvlocError(f"workers must be at least 1, got {workers!r}")
 
 
-def _previous_run(out: Path) -> dict | None:
-    """The marker of an earlier synth run in ``out``; None for a missing or empty folder."""
+def previous_run(out: Path, generators: tuple[str, ...] = (GENERATOR,)) -> dict | None:
+    """The marker of an earlier run of one of ``generators`` in ``out``; None for a missing or empty folder."""
     if out.exists() and not out.is_dir():
         raise AvlocError(f"{out} exists and is not a folder")
     if not out.is_dir() or not any(out.iterdir()):
         return None
     try:
         marker = json.loads((out / MARKER).read_text())
-        if marker.get("generator") != GENERATOR:
+        if marker.get("generator") not in generators:
             raise ValueError
     except (OSError, ValueError, AttributeError):
         message = f"{out} is a non-empty folder that holds no synthetic dataset; choose a new or empty one"
@@ -209,7 +209,7 @@ def generate_dataset(out: str | os.PathLike, clips: int, seed: int, size: int = 
     out = Path(out)
     parameters = {"clips": int(clips), "seed": int(seed), "size": int(size), "seconds": float(seconds),
                   "fps": FPS, "sample_rate": SAMPLE_RATE, "sizes": sizes}
-    previous = _previous_run(out) or {}
+    previous = previous_run(out) or {}
     # Videos are written atomically and a clip does not depend on the number of clips, so the
     # videos of an earlier run (e.g. an interrupted one) with the same version, seed, size and
     # length are finished and identical to what we would write. Any other run's are deleted

@@ -119,10 +119,13 @@ class Source:
     gain: float
 
 
+@dataclass(frozen=True)
 class ClipTiming:
-    """What every clip plan derives from its ``index``, ``recipe`` and ``seconds`` (shapes and composites alike)."""
+    """The fields every clip plan starts with, and what follows from them (shapes and composites alike)."""
 
+    seed: int
     index: int
+    size: int
     seconds: float
     recipe: str
 
@@ -147,11 +150,6 @@ class ClipTiming:
 class ClipPlan(ClipTiming):
     """Everything random about one clip, drawn before any pixel or sample is made."""
 
-    seed: int
-    index: int
-    size: int
-    seconds: float
-    recipe: str
     tracks: tuple[Track, ...]  # in drawing order
     sources: tuple[Source, ...]
     sizes: str = "real"  # the size setting the objects were drawn from
@@ -254,7 +252,7 @@ def _overlap(tracks: list[Track], seconds: float, front: int) -> int:
     return hits
 
 
-def _event_span(rng: np.random.Generator, index: int, seconds: float, min_units: int) -> tuple[int, int, float]:
+def event_span(rng: np.random.Generator, index: int, seconds: float, min_units: int) -> tuple[int, int, float]:
     """Event span ``[a, b)`` in units, and the unit (1 s, or 0.25 s for clips under 4 s)."""
     unit = 1.0 if seconds >= 4 else 0.25
     units = int(seconds / unit + 1e-9)
@@ -277,7 +275,7 @@ def plan_clip(seed: int, index: int, size: int, seconds: float, sizes: str = "re
     rng = np.random.default_rng([seed, STREAM_PLAN, index])
     table = size_table(sizes, rng)
     recipe = recipe_of(seed, index)
-    a, b, unit = _event_span(rng, index, seconds, min_units=2 if recipe == "cross-event" else 1)
+    a, b, unit = event_span(rng, index, seconds, min_units=2 if recipe == "cross-event" else 1)
     units = int(seconds / unit + 1e-9)
     start, end = a * unit, (seconds if b == units else b * unit)
     order = rng.permutation(len(CLASSES))
