@@ -27,6 +27,7 @@ fails every success threshold; avloc counts it as 0).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -269,31 +270,26 @@ def score_maps(frames: list[AnnotatedMap], protocol: Protocol,
     skipped = list(unscored)
     tau = None
     if frames and (protocol.name == "avatar" or any(frame.is_negative for frame in frames)):
-        tau = streamed_global_threshold(lambda: (raw.numpy() for raw, _ in _upsampled(frames, size)),
+        tau = streamed_global_threshold(lambda: (step.raw for step in _steps(frames, size, protocol)),
                                         protocol.top_percent)
     table, flattered = ScoreTable(), Counter()
-    for frame, (raw, level) in zip(frames, _upsampled(frames, size, with_levels=protocol.name == "stm")):
+    for frame, step in zip(frames, _steps(frames, size, protocol)):
         if frame.is_negative:
-            table.add(frame.row, on_share=float(np.count_nonzero(raw.numpy() >= tau)) / raw.numel())
+            table.add(frame.row, on_share=float(np.count_nonzero(step.raw >= tau)) / step.raw.size)
         elif protocol.name in ("lvs", "ezvsl"):
-            on = (lvs_on if protocol.name == "lvs" else ezvsl_on)(frame.heatmap)
             gt = evaluator_ground_truth(frame, protocol.gt_convention)
-            kind = _flattery(frame.heatmap, on)
-            if kind:
-                flattered[kind] += 1
-            table.add(frame.row, ciou=evaluator_ciou(on, gt),
-                      pointing=_pointing(upsample(frame.heatmap, size, torch.float64).numpy(), gt))
+            if step.flattery:
+                flattered[step.flattery] += 1
+            table.add(frame.row, ciou=evaluator_ciou(step.evaluator_on, gt), pointing=_pointing(step.raw, gt))
         else:
             gt = pixel_ground_truth(frame, size, protocol.gt_convention)
             if gt.sum() <= 0:
                 skipped.append((frame.row, "its boxes cover no pixel of the map"))
-                continue
-            if protocol.name == "avatar":
-                values = raw.numpy()
-                table.add(frame.row, **frame_scores(values >= tau, values, gt))
-                continue
-            values = level.numpy().astype(np.float64)
-            table.add(frame.row, box_iou=_box_iou(frame, values, protocol), **frame_scores(values > 0.5, values, gt))
+            elif protocol.name == "avatar":
+                table.add(frame.row, **frame_scores(step.raw >= tau, step.raw, gt))
+            else:
+                table.add(frame.row, box_iou=_box_iou(frame, step.boxes, step.level.shape, protocol),
+                          **frame_scores(step.level > 0.5, step.level, gt))
     threshold = {"stm": 0.5, "avatar": tau}.get(protocol.name, f"{protocol.name} per-map rule")
     rows = table.rows(threshold) if len(table) else {}
     for row in rows.values():
@@ -320,17 +316,44 @@ def _count_unscored(rows: dict[str, dict], skipped: Sequence[tuple[str, str]], s
     return [f"{count} of {total} annotated frames not scored: {reason}" for reason, count in sorted(reasons.items())]
 
 
-def _upsampled(frames: list[AnnotatedMap], size: tuple[int, int],
-               with_levels: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Each frame's raw map upsampled (float64) and, if asked, min-max normalised; frames that
-    share a step's map share the work."""
-    last, result = None, None
+class _StepMaps:
+    """What the scoring of one step's map needs, each computed once however many frames share the step."""
+
+    def __init__(self, heatmap: torch.Tensor, size: tuple[int, int], protocol: Protocol) -> None:
+        self.heatmap, self.size, self.protocol = heatmap, size, protocol
+
+    @functools.cached_property
+    def raw(self) -> np.ndarray:
+        """``(H, W)`` float64, the map upsampled (bilinear, half-pixel)."""
+        return upsample(self.heatmap, self.size, torch.float64).numpy()
+
+    @functools.cached_property
+    def level(self) -> np.ndarray:
+        """``(H, W)`` float64, the per-frame min-max map (all 0 when flat)."""
+        return normalize(self.raw).numpy().astype(np.float64)
+
+    @functools.cached_property
+    def boxes(self) -> torch.Tensor:
+        """``(N, 4)`` Otsu box(es) of :attr:`level` after the protocol's floor."""
+        return boxes_from_map(self.level, mode=self.protocol.box_mode, min_value=self.protocol.otsu_floor)
+
+    @functools.cached_property
+    def evaluator_on(self) -> np.ndarray:
+        """``(224, 224)`` bool, the pixels the lvs / ezvsl evaluator keeps."""
+        return (lvs_on if self.protocol.name == "lvs" else ezvsl_on)(self.heatmap)
+
+    @functools.cached_property
+    def flattery(self) -> str | None:
+        return _flattery(self.heatmap, self.evaluator_on)
+
+
+def _steps(frames: list[AnnotatedMap], size: tuple[int, int], protocol: Protocol) -> Iterator[_StepMaps]:
+    """One :class:`_StepMaps` per frame; consecutive frames that share a step's map share it."""
+    last = None
     for frame in frames:
-        if frame.heatmap is not last:
-            raw = upsample(frame.heatmap, size, torch.float64)  # (h, w) -> (H, W)
-            result = (raw, normalize(raw) if with_levels else None)
-            last = frame.heatmap
-        yield result
+        if last is None or frame.heatmap is not last.heatmap:
+            last = _StepMaps(frame.heatmap, size, protocol)
+        yield last
 
 
 def _pointing(values: np.ndarray, gt: np.ndarray) -> float:
@@ -338,10 +361,9 @@ def _pointing(values: np.ndarray, gt: np.ndarray) -> float:
     return pointing_hit(values, gt) if gt.sum() > 0 else 0.0
 
 
-def _box_iou(frame: AnnotatedMap, level: np.ndarray, protocol: Protocol) -> float:
-    """IoU of the Otsu box(es) of the normalised map with the frame's boxes, on the map's grid."""
+def _box_iou(frame: AnnotatedMap, predicted: torch.Tensor, size: tuple[int, int], protocol: Protocol) -> float:
+    """IoU of the predicted box(es) (on the map's grid) with the frame's boxes."""
     if not frame.annotation.boxes:
         return math.nan
-    predicted = boxes_from_map(level, mode=protocol.box_mode, min_value=protocol.otsu_floor)
-    truth = scale_boxes(check_boxes(frame.annotation.boxes), frame.original_size, level.shape)
+    truth = scale_boxes(check_boxes(frame.annotation.boxes), frame.original_size, size)
     return frame_box_iou(predicted, truth, protocol.matching)
