@@ -37,7 +37,7 @@ class Method:
 
     model: str
     options: dict = field(default_factory=dict)
-    supervision: str = "video"
+    supervision: str = "auto"  # what avloc train does without --supervision
 
 
 METHODS = {

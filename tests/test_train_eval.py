@@ -1,7 +1,7 @@
 """Train, resume and evaluate end to end on a tiny synthetic benchmark (features cached)."""
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 import torch
@@ -18,7 +18,16 @@ from avloc.evaluate import SCENARIO_ROWS, Protocol, evaluate
 from avloc.extract import extract_features, mel_config_for
 from avloc.io.decode import read_clip
 from avloc.models.encoders import create_encoder
-from avloc.train import TrainConfig, _datasets, build_model, fit, train_one_epoch
+from avloc.train import (
+    TrainConfig,
+    _datasets,
+    build_model,
+    fit,
+    recalibrate_batchnorm,
+    resolve_supervision,
+    train_one_epoch,
+    validate,
+)
 from avloc.types import AvlocError
 
 
@@ -158,6 +167,54 @@ def test_cli_trains_and_evaluates_the_other_methods(bench, tmp_path, capsys, mod
         assert f"A2V accuracy {scores['a2v']:.3f}, V2A accuracy {scores['v2a']:.3f} ({scores['clips']} clips" in printed
         train_clips = len(load_manifest(dataset).split("train"))
         assert scores["clips"] + scores["skipped"] == train_clips  # every clip is scored or counted as skipped
+
+
+def test_auto_supervision_trains_on_the_labels_the_data_has(bench, tmp_path):
+    dataset = load_dataset(bench[0])
+    with_segments = dataset.split("train")
+    without = [replace(record, segments=()) for record in with_segments]
+    assert any(record.segments for record in with_segments)
+    assert resolve_supervision("auto", ("video", "segment"), with_segments) == "segment"
+    assert resolve_supervision("auto", ("video", "segment"), without) == "video"
+    assert resolve_supervision("auto", ("segment", "video"), without) == "video"
+    assert resolve_supervision("auto", ("self",), with_segments) == "self"
+    assert resolve_supervision("auto", ("segment", "self"), without) == "segment"
+    assert resolve_supervision("video", ("video", "segment"), with_segments) == "video"
+    best = fit(_config(bench, tmp_path / "run", epochs=1), progress=False)  # the default: auto
+    assert load_checkpoint(best)["config"]["supervision"] == "segment"
+    assert "supervision: segment" in (best.parent / "config.yaml").read_text()
+
+
+def test_segment_validation_scores_every_step(bench, tmp_path):
+    config = _config(bench, tmp_path / "run", supervision="segment")
+    classes = list(load_dataset(bench[0]).classes)
+    model = build_model(config, classes, with_encoders=False)
+    val_set = _datasets(config, load_dataset(bench[0]))[1]
+    batch = next(iter(DataLoader(val_set, batch_size=len(val_set))))
+    with torch.no_grad():
+        logits = model.eval()(visual=batch["visual"], audio=batch["audio"]).logits  # (B, T, K)
+    per_step = float((logits.argmax(-1) == batch["step_labels"]).float().mean())
+    per_video = float((logits.amax(1).argmax(-1) == batch["label"]).float().mean())
+    loader = DataLoader(val_set, batch_size=1)
+    assert validate(model, loader, "segment", torch.device("cpu"))["accuracy"] == pytest.approx(per_step)
+    assert validate(model, loader, "video", torch.device("cpu"))["accuracy"] == pytest.approx(per_video)
+
+
+def test_batchnorm_statistics_are_recalibrated_exactly_and_frozen_layers_kept(bench, tmp_path):
+    config = _config(bench, tmp_path / "run")
+    model = build_model(config, list(load_dataset(bench[0]).classes), with_encoders=False).train()
+    train_set = _datasets(config, load_dataset(bench[0]))[0]
+    loader = DataLoader(Subset(train_set, range(8)), batch_size=4)  # two equal batches
+    trained, frozen = model.visual_projection.bn0, model.audio_projection.bn0.eval()
+    frozen_before = frozen.running_var.clone()
+    inputs = []
+    trained.register_forward_hook(lambda module, args, out: inputs.append(args[0]))
+    assert recalibrate_batchnorm(model, loader, torch.device("cpu")) == 2
+    batch_means = torch.stack([x.mean(dim=(0, 2, 3)) for x in inputs])  # (2, C)
+    batch_vars = torch.stack([x.var(dim=(0, 2, 3)) for x in inputs])  # (2, C), unbiased as BatchNorm keeps it
+    assert torch.allclose(trained.running_mean, batch_means.mean(0), atol=1e-6)
+    assert torch.allclose(trained.running_var, batch_vars.mean(0), rtol=1e-4, atol=1e-8)
+    assert trained.momentum == 0.1 and torch.equal(frozen.running_var, frozen_before)
 
 
 def test_models_refuse_what_they_cannot_train_with(bench, tmp_path, capsys):

@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the registered localisation models")
     models.set_defaults(run=_models)
 
-    train = sub.add_parser("train", help="train a model (weak supervision from video labels by default)",
+    train = sub.add_parser("train", help="train a model (weak supervision from segment or video labels by default)",
                            description="Train on random windows of a native dataset; checkpoints are selected on "
                            "the validation split. Writes config.yaml (the resolved settings), last.pt, best.pt, "
                            "log.csv and loss.png to --out. Settings come from the flags given, else from --config "
@@ -411,9 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "it must divide by the number of processes; default 32)")
     train.add_argument("--epochs", type=int, default=None, help="epochs (default 30)")
     train.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-4, the paper)")
-    train.add_argument("--supervision", default=None, choices=["video", "segment", "self"],
-                       help="video (default): weak video-level labels (paper); segment: per-step labels from "
-                       "segments; self: no labels (contrastive models)")
+    train.add_argument("--supervision", default=None, choices=["auto", "video", "segment", "self"],
+                       help="auto (default): segment when the training clips have segments, else video, else the "
+                       "model's own (self for the contrastive models); video: weak video-level labels; segment: "
+                       "per-step labels from the segments (the label of each step's time); self: no labels")
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     train.add_argument("--workers", type=int, default=None, help="data loader processes (default 0)")
     train.add_argument("--out", default=None,

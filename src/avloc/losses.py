@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from avloc.types import AVOutput
 
 SUPERVISIONS = ("video", "segment", "self")  # "self": no labels (contrastive models)
+AUTO = "auto"  # resolved per run from the model and the data: avloc.train.resolve_supervision
 
 
 def video_loss(output: AVOutput, labels: torch.Tensor) -> torch.Tensor:
