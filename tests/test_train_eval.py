@@ -215,6 +215,8 @@ def test_batchnorm_statistics_are_recalibrated_exactly_and_frozen_layers_kept(be
     assert torch.allclose(trained.running_mean, batch_means.mean(0), atol=1e-6)
     assert torch.allclose(trained.running_var, batch_vars.mean(0), rtol=1e-4, atol=1e-8)
     assert trained.momentum == 0.1 and torch.equal(frozen.running_var, frozen_before)
+    assert recalibrate_batchnorm(model, loader, torch.device("cpu"), max_batches=1) == 1
+    assert torch.allclose(trained.running_mean, inputs[2].mean(dim=(0, 2, 3)), atol=1e-6)  # the first batch alone
 
 
 def test_models_refuse_what_they_cannot_train_with(bench, tmp_path, capsys):

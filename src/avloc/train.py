@@ -5,8 +5,8 @@ of ``steps`` steps (default 4 = one second at 4 fps, the STM paper) from the fea
 or, without one, decoded from the videos and encoded by the model's own encoders.
 Checkpoint selection uses the validation split only (its loss under the same supervision
 as training, which needs no box annotations), never test. Before every validation the trained
-BatchNorm layers' running statistics are recomputed over the epoch's training windows under the
-final weights (:func:`recalibrate_batchnorm`).
+BatchNorm layers' running statistics are recomputed over the epoch's training windows (at most
+``RECALIBRATION_BATCHES`` batches) under the final weights (:func:`recalibrate_batchnorm`).
 
 Files in ``out``: ``config.yaml`` (the resolved :class:`TrainConfig`, written before the first
 epoch: ``avloc train DATASET --config OUT/config.yaml`` repeats the run), ``last.pt`` (every
@@ -30,6 +30,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from itertools import islice
 from pathlib import Path
 from typing import get_type_hints
 
@@ -334,10 +335,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     return distributed.all_reduce_sum([total])[0] / max(count, 1), count
 
 
+RECALIBRATION_BATCHES = 50  # batches of training windows the BatchNorm statistics are recomputed over
+
+
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device) -> int:
+def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device,
+                          max_batches: int | None = RECALIBRATION_BATCHES) -> int:
     """Set the running statistics of the model's trained BatchNorm layers to their exact average
-    over ``loader``'s batches, under the current weights ("precise BN"); returns the batches read.
+    over ``loader``'s first ``max_batches`` batches (all when None), under the current weights
+    ("precise BN"); returns the batches read. The cap bounds the extra pass (a second decode of
+    the windows when training from the videos) on large datasets.
 
     Why: the running statistics are a moving average (momentum 0.1) that starts at mean 0 and
     variance 1. A short run never forgets that start: after n updates it still weighs 0.9^n, and
@@ -356,7 +363,7 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.de
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average: every batch weighs the same, the start not at all
     batches = 0
-    for batch in loader:
+    for batch in islice(loader, max_batches):
         model(**_inputs(_to(batch, device)))
         batches += 1
     for layer, momentum in zip(layers, momenta):
