@@ -20,6 +20,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avloc.data.composite import generate_composite
 from avloc.data.synth import generate_dataset
 from avloc.evaluate import SCENARIO_ROWS, evaluate
 from avloc.extract import extract_features
@@ -54,11 +55,18 @@ METHODS = {
 }
 
 
-def prepare(work: Path, clips: int, data_seed: int, size: int) -> tuple[Path, Path]:
-    """The benchmark and its default-encoder feature cache in ``work`` (made once)."""
-    dataset = work / f"synth{clips}-seed{data_seed}"
-    if not (dataset / "manifest.jsonl").exists():
-        generate_dataset(dataset, clips=clips, seed=data_seed, progress=True)
+def prepare(work: Path, clips: int, data_seed: int, size: int, assets: str | None = None, classes: int | None = None,
+            seconds: float = 10.0) -> tuple[Path, Path]:
+    """The benchmark and its default-encoder feature cache in ``work`` (made once): the shape
+    benchmark (128 px clips), or with ``assets`` the composite one (``avloc synth --assets``, clips
+    at ``size`` px)."""
+    if assets is None:
+        dataset = work / f"synth{clips}-seed{data_seed}"
+        if not (dataset / "manifest.jsonl").exists():
+            generate_dataset(dataset, clips=clips, seed=data_seed, seconds=seconds, progress=True)
+    else:
+        dataset = work / f"composite{clips}-classes{classes or 'all'}-seed{data_seed}"
+        generate_composite(dataset, assets, clips=clips, seed=data_seed, size=size, seconds=seconds, classes=classes)
     features = work / f"{dataset.name}-small{size}.h5"
     extract_features(dataset, features, size=size, progress=True)
     return dataset, features
@@ -70,9 +78,12 @@ def training_minutes(log_csv: Path) -> float:
         return sum(float(row["seconds"]) for row in csv.DictReader(rows)) / 60
 
 
-def run(methods: dict[str, Method], dataset: Path, features: Path, work: Path, seeds: list[int], epochs: int,
-        lr: float, size: int) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
-    """Train and evaluate every method with every seed; baselines first. Returns reports and minutes."""
+def run(methods: dict[str, Method], dataset: Path, features: Path, work: Path, seeds: list[int], epochs: int | None,
+        lr: float | None, size: int) -> tuple[dict[str, list[dict]], dict[str, list[float]]]:
+    """Train and evaluate every method with every seed; baselines first. Returns reports and minutes.
+
+    ``epochs`` / ``lr`` None: ``avloc train``'s defaults."""
+    budget = {key: value for key, value in (("epochs", epochs), ("lr", lr)) if value is not None}
     reports: dict[str, list[dict]] = {
         source: [evaluate(source, dataset, features=str(features), progress=False)] for source in BASELINES
     }
@@ -82,7 +93,7 @@ def run(methods: dict[str, Method], dataset: Path, features: Path, work: Path, s
             run_dir = work / f"{name.lower().replace(' ', '-')}-seed{seed}"
             config = TrainConfig(dataset=str(dataset), features=str(features), out=str(run_dir), model=method.model,
                                  model_options=method.options, supervision=method.supervision, size=size,
-                                 epochs=epochs, lr=lr, seed=seed)
+                                 seed=seed, **budget)
             best = fit(config, resume=(run_dir / "last.pt").exists(), progress=False)
             minutes.setdefault(name, []).append(training_minutes(run_dir / "log.csv"))
             report = evaluate(best, dataset, features=str(features), progress=False)

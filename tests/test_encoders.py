@@ -23,8 +23,11 @@ from avloc.models.encoders import (
     WeightsUnavailableError,
     convert_vggish_state_dict,
     create_encoder,
+    default_weights,
     list_encoders,
+    weights_name,
 )
+from avloc.models.encoders.visual import SmallVisualEncoder
 from avloc.models.encoders.weights import WeightSpec
 from avloc.types import AvlocError
 
@@ -306,7 +309,38 @@ def test_missing_file(tmp_path):
         create_encoder("resnet18", weights=path)
     assert "IMAGENET1K_V1" in str(info.value)  # the named sets are listed
     with pytest.raises(AvlocError, match="no named weights"):
+        create_encoder("small-audio", weights="IMAGENET1K_V1")
+    with pytest.raises(AvlocError, match="named weights: stamps"):
         create_encoder("small-visual", weights="IMAGENET1K_V1")
+
+
+def test_bundled_weights_ship_with_the_package_and_are_the_default():
+    encoder = create_encoder("small-visual", "stamps").eval()
+    spec = encoder.named_weights("stamps")
+    assert spec.bundled.is_file() and sha256(spec.bundled).startswith(spec.sha256_prefix)
+    assert encoder.weights_id == f"stamps:sha256={sha256(spec.bundled)}"
+    random_init = create_encoder("small-visual", "random").eval()
+    assert random_init.weights_id == "init-seed0"
+    frames = torch.rand(1, 3, 64, 64)
+    assert not torch.allclose(encoder(frames), random_init(frames))
+    assert default_weights("small-visual") == "stamps"
+    assert default_weights("small-audio") is None and default_weights("resnet18") is None
+    with pytest.raises(AvlocError, match="unknown encoder"):
+        default_weights("resnet19")
+
+
+def test_bundled_weights_missing_from_the_package_are_refused(monkeypatch):
+    spec = WeightSpec("stamps", "package:avloc/models/default/small-visual-stamps-00000000.pt")
+    monkeypatch.setattr(SmallVisualEncoder, "named_weights", lambda self, name: spec)
+    with pytest.raises(AvlocError, match="small-visual-stamps-00000000.pt.*missing from the installed package"):
+        create_encoder("small-visual", "stamps")
+
+
+def test_weights_name_reads_the_set_out_of_a_weights_id():
+    assert weights_name("stamps:sha256=ab12") == "stamps"
+    assert weights_name("IMAGENET1K_V1:sha256=ab12") == "IMAGENET1K_V1"
+    assert weights_name("init-seed0") == "random"
+    assert weights_name("file:sha256=ab12") is None
 
 
 def test_corrupt_file(tmp_path):

@@ -49,7 +49,8 @@ def test_cache_holds_every_clip_with_shapes_and_metadata(full_cache):
     assert clip.visual.shape == (8, 128, 4, 4)  # 2 s at 4 fps; 64 px / stride 16
     assert clip.audio.shape[:2] == (8, 128)
     np.testing.assert_allclose(clip.times, (np.arange(8) + 0.5) / 4)
-    assert cache.meta.visual_encoder == "small-visual" and cache.meta.visual_weights == "init-seed0"
+    assert cache.meta.visual_encoder == "small-visual" and cache.meta.visual_weights.startswith("stamps:sha256=")
+    assert cache.meta.audio_weights == "init-seed0"  # small-audio has no bundled set
     assert cache.meta.fps == 4.0 and cache.meta.audio_window == 0.25
     assert not full_cache.with_name(full_cache.name + ".parts").exists()
     window = cache.read("clip/1", start=2, length=4)
@@ -132,7 +133,7 @@ def test_video_windows_match_the_cached_features(tiny_dataset, full_cache):
     assert sample["frames"].shape == (4, 3, 64, 64) and sample["logmel"].shape == (4, 1, 64, 23)
     first = round(float(sample["times"][0]) * 4 - 0.5)
     with torch.inference_mode():
-        visual = create_encoder("small-visual").eval()(sample["frames"])
+        visual = create_encoder("small-visual", "stamps").eval()(sample["frames"])  # extract's default
     cached = FeatureCache(full_cache).read("clip/2", start=first, length=4)
     np.testing.assert_allclose(visual.numpy(), cached.visual, atol=1e-4)
 

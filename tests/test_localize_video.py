@@ -9,7 +9,8 @@ import torch
 from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.cli import main
 from avloc.data.synth import generate_dataset
-from avloc.demo import run_demo
+from avloc.data.synth_scenes import RECIPES
+from avloc.demo import DEMO_CLIPS, run_demo
 from avloc.extract import extract_features
 from avloc.inference import DEFAULT_MODEL, load_trained
 from avloc.io.decode import iter_frames, probe, read_clip
@@ -127,19 +128,23 @@ def test_cli_localize_stream_reports_latency(trained, tmp_path, capsys):
     assert "streaming latency per step: mean" in printed and "overlay.mp4" in printed
 
 
-def test_demo_scores_a_fresh_clip_and_draws_its_ground_truth(trained, tmp_path, monkeypatch):
-    checkpoint, _ = trained
+def test_demo_scores_a_clip_of_its_scenario_and_draws_its_ground_truth(trained, tmp_path, monkeypatch):
+    checkpoint, video = trained
+    clips = video.parent.parent  # the fixture's dataset stands in for the bundled demo clips
     written = []
     write_frame = VideoWriter.write_frame
     monkeypatch.setattr(VideoWriter, "write_frame", lambda self, frame: (written.append(frame.copy()),
                                                                          write_frame(self, frame))[1])
-    result, report = run_demo(tmp_path, seed=5, model=str(checkpoint), progress=False)
+    result, report = run_demo(tmp_path, seed=5, model=str(checkpoint), progress=False, clips=clips)
+    singles = [record for record in load_manifest(clips).records if "single" in record.tags]
+    record = singles[5 % len(singles)]
+    assert (tmp_path / "clips" / record.video.name).read_bytes() == record.video.read_bytes()
+    assert f"demo clip {record.id}" in report["source"]
     assert "single" in report["rows"] and report["rows"]["single"]["n_frames"] > 0
     assert 0.0 <= report["segment_accuracy"] <= 1.0 and all(path.is_file() for path in result.files().values())
-    overlay = written[-result.frames_written:]  # before them: the synthetic clips' own frames
-    assert result.frames_written == 160  # 10 s at 16 fps
+    overlay = written[-result.frames_written:]
+    assert result.frames_written == 32  # 2 s at 16 fps
     height, width = overlay[0].shape[:2]
-    record = load_manifest(tmp_path / "clips").records[-1]
     drawn = 0
     for annotation in record.frames:  # at (k + 0.5) / 4 s: video frame 4k + 2
         truth = _coloured(overlay[round(annotation.t * 16)], TRUTH_COLOUR)
@@ -150,9 +155,17 @@ def test_demo_scores_a_fresh_clip_and_draws_its_ground_truth(trained, tmp_path, 
             assert edges.mean() > 0.2, annotation  # dashed, partly under the caption or the legend
             drawn += 1
         assert truth[-height // 5:].any()  # the legend
-    assert drawn >= 30
+    assert drawn >= 4
     with pytest.raises(AvlocError, match="unknown scenario"):
-        run_demo(tmp_path, seed=5, scenario="nonsense", model=str(checkpoint))
+        run_demo(tmp_path, seed=5, scenario="nonsense", model=str(checkpoint), clips=clips)
+
+
+def test_the_bundled_demo_clips_hold_every_scenario_the_default_model_knows():
+    dataset = load_manifest(DEMO_CLIPS)
+    assert {tag for record in dataset.records for tag in record.tags} >= set(RECIPES)
+    assert set(dataset.classes) <= set(load_trained("default").classes)
+    assert "GPL" in (DEMO_CLIPS / "LICENSE").read_text()
+    assert all(record.split == "test" and record.video.stat().st_size < 400_000 for record in dataset.records)
 
 
 def test_the_default_model_is_built_in_small_and_streams(tmp_path):

@@ -10,7 +10,8 @@ from asset_fixtures import make_assets
 from avloc.cli import main
 from avloc.data.composite_assets import load_picture
 from avloc.models.encoders import create_encoder
-from avloc.pretrain import PretrainConfig, cell_targets, compose_image, delimiting_gap, pretrain_visual
+from avloc.pretrain import (Composite, PretrainConfig, cell_targets, compose_image, delimiting_gap, pretrain_visual,
+                            random_crop)
 from avloc.types import AvlocError
 
 
@@ -58,10 +59,11 @@ def test_compose_image_owner_is_what_is_visible_and_deterministic(tmp_path):
 def test_pretrain_writes_weights_that_extract_loads(tmp_path, capsys):
     assets = make_assets(tmp_path / "assets")
     out = tmp_path / "visual.pt"
-    assert main(["pretrain", "visual", str(assets), "--out", str(out), "--size", "64", "--steps", "2",
+    assert main(["pretrain", "visual", str(assets), "--out", str(out), "--size", "64", "--crop", "32", "--steps", "2",
                  "--batch-size", "2", "-q"]) == 0
     printed = capsys.readouterr().out
-    assert "on 2 pictures: delimiting gap on 8 held-out pictures" in printed  # _silent vs the classes' pictures and f"--weights visual={out}" in printed
+    assert "on 2 pictures: delimiting gap on 8 held-out pictures" in printed  # _silent vs the classes' pictures
+    assert f"--weights visual={out}" in printed
     encoder = create_encoder("small-visual", weights=str(out))
     assert encoder.weights_id.startswith("file:sha256=")
     assert not torch.equal(encoder.state_dict()["features.0.conv.weight"],
@@ -69,8 +71,26 @@ def test_pretrain_writes_weights_that_extract_loads(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("visual")] == ["visual.pt"]  # no temp left
 
 
+def test_random_crops_cut_image_and_owner_alike():
+    image = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    owner = np.arange(64 * 64).reshape(64, 64)
+    tops_lefts = set()
+    for seed in range(20):
+        cropped = random_crop(np.random.default_rng(seed), Composite(image, owner), 16)
+        top, left = divmod(int(cropped.owner[0, 0]), 64)
+        np.testing.assert_array_equal(cropped.owner, owner[top:top + 16, left:left + 16])
+        np.testing.assert_array_equal(cropped.image, image[top:top + 16, left:left + 16])
+        tops_lefts.add((top, left))
+    assert len(tops_lefts) > 10 and all(0 <= t <= 48 and 0 <= l <= 48 for t, l in tops_lefts)
+
+
 def test_pretrain_refuses_bad_settings_and_folders(tmp_path):
     with pytest.raises(AvlocError, match="steps must be a whole number >= 1"):
         PretrainConfig(assets="a", out="b", steps=0)
+    with pytest.raises(AvlocError, match=r"crop \(300\) must be at most size \(256\)"):
+        PretrainConfig(assets="a", out="b", crop=300)
+    assets = make_assets(tmp_path / "assets")
+    with pytest.raises(AvlocError, match="multiple of small-visual's stride"):
+        pretrain_visual(PretrainConfig(assets=str(assets), out=str(tmp_path / "w.pt"), size=64, crop=40), progress=False)
     with pytest.raises(AvlocError, match="not a folder"):
         pretrain_visual(PretrainConfig(assets=str(tmp_path / "none"), out=str(tmp_path / "w.pt")), progress=False)

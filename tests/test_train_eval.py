@@ -25,6 +25,7 @@ from avloc.train import (
     fit,
     recalibrate_batchnorm,
     resolve_supervision,
+    resolve_weights,
     train_one_epoch,
     validate,
 )
@@ -183,6 +184,18 @@ def test_auto_supervision_trains_on_the_labels_the_data_has(bench, tmp_path):
     best = fit(_config(bench, tmp_path / "run", epochs=1), progress=False)  # the default: auto
     assert load_checkpoint(best)["config"]["supervision"] == "segment"
     assert "supervision: segment" in (best.parent / "config.yaml").read_text()
+
+
+def test_unnamed_encoder_weights_resolve_to_those_of_the_features_or_the_default(bench, tmp_path):
+    config = _config(bench, tmp_path / "run")
+    assert FeatureCache(bench[1]).meta.visual_weights.startswith("stamps:sha256=")  # extract's default
+    resolved = resolve_weights(config)
+    assert (resolved.visual_weights, resolved.audio_weights) == ("stamps", "random")
+    assert resolve_weights(replace(config, visual_weights="/x.pt")).visual_weights == "/x.pt"
+    from_videos = resolve_weights(replace(config, features=None))
+    assert (from_videos.visual_weights, from_videos.audio_weights) == ("stamps", "random")
+    best = fit(_config(bench, tmp_path / "fit", epochs=1), progress=False)
+    assert load_checkpoint(best)["config"]["visual_weights"] == "stamps"
 
 
 def test_segment_validation_scores_every_step(bench, tmp_path):

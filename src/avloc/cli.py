@@ -63,8 +63,8 @@ def _parse_options(values: list[str]) -> dict[str, str]:
 def _pretrain(args: argparse.Namespace) -> int:
     from avloc.pretrain import PretrainConfig, pretrain_visual
 
-    config = PretrainConfig(assets=args.assets, out=args.out, encoder=args.encoder, size=args.size, steps=args.steps,
-                            batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config = PretrainConfig(assets=args.assets, out=args.out, encoder=args.encoder, size=args.size, crop=args.crop,
+                            steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     result = pretrain_visual(config, progress=not args.quiet)
     step, gap, untrained = result["validation"][-1]
     print(f"trained {config.encoder} for {step} steps on {result['pictures']} pictures: delimiting gap on "
@@ -272,7 +272,8 @@ def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: dict[str, str]
     parser.add_argument("--audio", default=None, help=f"audio encoder (see `avloc encoders`; default: {defaults['audio']})")
     parser.add_argument("--weights", action="append", default=[], metavar="MODALITY=SOURCE",
                         help="pretrained weights: visual=IMAGENET1K_V1, audio=audioset, or visual=/path/file.pth "
-                        "(repeatable; default: random init from a fixed seed)")
+                        "(repeatable; default: the encoder's bundled set, small-visual's 'stamps', else random init; "
+                        "visual=random for the random init)")
     parser.add_argument("--fps", type=float, default=None, help=f"steps per second (default: {defaults['fps']})")
     parser.add_argument("--size", type=int, default=None, help=f"frame size in pixels (default: {defaults['size']})")
 
@@ -328,10 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("assets", help="assets folder: <class>/*.png + sounds, _silent/*.png")
     pretrain.add_argument("--out", required=True, help="weights file to write (a state dict)")
     pretrain.add_argument("--encoder", default="small-visual", help="visual encoder (default small-visual)")
-    pretrain.add_argument("--size", type=int, default=256, help="training image size (default 256)")
-    pretrain.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
-    pretrain.add_argument("--batch-size", type=int, default=16, help="images per step (default 16)")
-    pretrain.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    pretrain.add_argument("--size", type=int, default=256, help="composed image size (default 256)")
+    pretrain.add_argument("--crop", type=int, default=128,
+                          help="trained on a random crop of this size of each image (default 128)")
+    pretrain.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
+    pretrain.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    pretrain.add_argument("--lr", type=float, default=1e-3,
+                          help="Adam learning rate, cosine-decayed to 0 (default 1e-3)")
     pretrain.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     pretrain.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pretrain.set_defaults(run=_pretrain)
@@ -501,11 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(run=_datasets_convert)
 
-    demo = sub.add_parser("demo", help="localise a fresh synthetic clip with the default model and score it",
-                          description="Generate a synthetic clip with exact ground truth, localise it, print its "
-                                      "metrics per scenario and where the overlay video and contact sheet are.")
+    demo = sub.add_parser("demo", help="localise a bundled clip with the default model and score it",
+                          description="Localise one of the bundled demo clips (the built-in model's benchmark, "
+                                      "test split, exact ground truth), print its metrics per scenario and where "
+                                      "the overlay video and contact sheet are.")
     demo.add_argument("--out", default="avloc-demo", help="output folder (default avloc-demo)")
-    demo.add_argument("--seed", type=int, default=None, help="clip seed (default: a new random one)")
+    demo.add_argument("--seed", type=int, default=None,
+                      help="which of the scenario's clips: clip SEED modulo their number (default: random)")
     demo.add_argument("--scenario", default="single",
                       choices=["single", "mixed", "multi-entity", "off-screen", "cross-event"],
                       help="the kind of clip (default single: one sounding object among silent ones)")

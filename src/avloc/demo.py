@@ -1,36 +1,42 @@
-"""``avloc demo``: a fresh synthetic clip, localised by a model, scored against its exact ground truth."""
+"""``avloc demo``: a bundled clip of the kind the built-in model was made for, localised and scored.
+
+The clips (``avloc/models/default/demo/``, a native dataset with exact ground truth) come from
+the test split of the built-in model's benchmark, which it never trained on; two clips per
+scenario; ``LICENSE`` there says whose pictures and recordings they are made of.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from avloc.data.manifest import load_manifest
-from avloc.data.synth import generate_dataset
-from avloc.data.synth_scenes import RECIPES, recipe_of
+from avloc.data.synth_scenes import RECIPES
 from avloc.evaluate import annotated_maps, build_report, class_targets, second_predictions
 from avloc.metrics import ClassificationMeter
 from avloc.protocols import PROTOCOLS
-from avloc.inference import load_trained
+from avloc.inference import DEFAULT_MODEL, load_trained
 from avloc.io.decode import probe
 from avloc.localize_video import Localization, localize_video
 from avloc.models.blocks import check_choice
 from avloc.types import AvlocError
 
-DEFAULT_MODEL_SIZES = "small"  # the object sizes of the built-in model's training data (MODEL_CARD.md)
+DEMO_CLIPS = DEFAULT_MODEL.parent / "demo"
 
-def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "single", seconds: float = 10.0,
-             model: str = "default", progress: bool = True) -> tuple[Localization, dict]:
-    """Generate a clip of ``scenario`` from the synthetic benchmark seeded ``seed`` (random when
-    None), localise it and score it. Returns the localisation and an ``avloc eval``-style report.
-    The overlay and the contact sheet also show the clip's ground-truth boxes (dashed).
 
-    The clip is the first of the benchmark's clips with that recipe (every five consecutive
-    clips hold each recipe once), so ``(seed, scenario)`` always gives the same clip.
+def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "single", model: str = "default",
+             progress: bool = True, clips: str | os.PathLike = DEMO_CLIPS) -> tuple[Localization, dict]:
+    """Localise a clip of ``scenario`` from the dataset ``clips`` (the bundled demo clips) and score it.
+
+    ``seed`` picks among the clips of that scenario (clip ``seed % count``; random when None), so
+    ``(seed, scenario)`` always gives the same clip. The clip is copied to ``out/clips/``; the
+    overlay and the contact sheet also show its ground-truth boxes (dashed). Returns the
+    localisation and an ``avloc eval``-style report.
     """
     check_choice("scenario", scenario, RECIPES)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
@@ -38,22 +44,23 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise AvlocError(f"{out}: exists and is not a folder")
-    load_trained(model)  # a bad model is refused before the clip is written
+    load_trained(model)  # a bad model is refused before anything is written
+    candidates = [record for record in load_manifest(clips).records if scenario in record.tags]
+    if not candidates:
+        raise AvlocError(f"{clips}: holds no {scenario} clip")
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
-    index = next(i for i in range(len(RECIPES)) if recipe_of(seed, i) == scenario)
-    # The built-in model was trained on the former small objects: the demo shows it clips of that kind.
-    dataset = generate_dataset(out / "clips", clips=index + 1, seed=seed, seconds=seconds, workers=1, progress=False,
-                               sizes=DEFAULT_MODEL_SIZES)
-    record = load_manifest(dataset).records[index]
+    record = candidates[seed % len(candidates)]
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    video = Path(shutil.copy2(record.video, out / "clips" / Path(record.video).name))
     truth = [(a.t, np.asarray(a.boxes, dtype=np.float64).reshape(-1, 4)) for a in record.frames]
-    result = localize_video(record.video, out, model=model, progress=progress, ground_truth=truth)
-    video = probe(record.video)
+    result = localize_video(video, out, model=model, progress=progress, ground_truth=truth)
+    info = probe(video)
     frames, unscored = annotated_maps(record, torch.from_numpy(result.heatmaps), result.times, result.fps,
-                                      (video.height, video.width), video.duration)
+                                      (info.height, info.width), info.duration)
     steps, segments = ClassificationMeter(), ClassificationMeter()
-    steps.update(result.probabilities.argmax(axis=1), class_targets(record, result.times, result.classes, out))
+    steps.update(result.probabilities.argmax(axis=1), class_targets(record, result.times, result.classes, clips))
     seconds, predicted = second_predictions(result.probabilities, result.times)
-    segments.update(predicted, class_targets(record, seconds + 0.5, result.classes, out))
-    source = f"{model} model on synthetic clip {record.id} (seed {seed}, {'/'.join(record.tags)})"
+    segments.update(predicted, class_targets(record, seconds + 0.5, result.classes, clips))
+    source = f"{model} model on demo clip {record.id} ({'/'.join(record.tags)}; --seed {seed})"
     report = build_report(source, "its annotated frames", 1, frames, unscored, PROTOCOLS["stm"], segments, steps)
     return result, report

@@ -47,7 +47,7 @@ from avloc.data.ave_features import (
 from avloc.data.cache import CacheMeta, ClipFeatures, PartsStore
 from avloc.data.sources import load_dataset
 from avloc.io.decode import AVStep, iter_steps, probe, read_audio
-from avloc.models.encoders import Encoder, create_encoder
+from avloc.models.encoders import Encoder, create_encoder, default_weights
 from avloc.types import AvlocError, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ def _prepare(visual: str, audio: str, visual_weights: str | None, audio_weights:
         raise AvlocError(f"--fps must be a positive number, got {fps}")
     if batch_size < 1:
         raise AvlocError(f"--batch-size must be >= 1, got {batch_size}")
+    visual_weights = default_weights(visual) if visual_weights is None else visual_weights
+    audio_weights = default_weights(audio) if audio_weights is None else audio_weights
     visual_encoder = create_encoder(visual, weights=visual_weights).to(device).eval()
     audio_encoder = create_encoder(audio, weights=audio_weights).to(device).eval()
     if visual_encoder.modality != "visual" or audio_encoder.modality != "audio":
@@ -143,7 +145,8 @@ def extract_features(
 
     Clips already in ``out`` (or in its parts folder) are skipped. With ``shard=(i, n)``
     this call encodes clips ``i, i + n, i + 2n, ...`` of the id-sorted list; whichever
-    shard finishes last merges everything into ``out``.
+    shard finishes last merges everything into ``out``. Weights left None are the encoder's
+    default set (:func:`avloc.models.encoders.default_weights`; "random" asks for the random init).
     """
     records = sorted(load_dataset(dataset).records, key=lambda r: r.id)
     visual_encoder, audio_encoder, mel, meta = _prepare(visual, audio, visual_weights, audio_weights, fps, size,

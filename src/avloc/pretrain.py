@@ -7,9 +7,12 @@ drawn over it, sized from the real box-size table (:mod:`avloc.data.object_sizes
 rotated and colour-jittered. Only the silent pictures (``_silent/``) are trained on, each its own
 identity; the target of every feature cell is the share of its pixels each identity covers, the
 background being one more identity. The sounding classes' pictures are never seen, so a benchmark
-composed from them measures what the encoder does on objects it has never met, as real videos ask. A 1x1 convolution on the encoder's map
-is trained against these soft targets with cross-entropy; the head is then dropped and the
-encoder's state dict saved: a file ``avloc extract --weights visual=FILE`` reads.
+composed from them measures what the encoder does on objects it has never met, as real videos ask.
+A 1x1 convolution on the encoder's map is trained against these soft targets with cross-entropy
+(Adam, its rate decayed to 0 along a cosine); the head is then dropped and the encoder's state
+dict saved: a file ``avloc extract --weights visual=FILE`` reads. Each image is composed at
+``size`` and trained on as one random ``crop`` window: at 128 of 256 px a step costs a quarter of
+the pixels while objects keep the pixel size frames show them at.
 
 Why: a localisation map thresholded per frame covers an object only if the cells of the object
 look alike and unlike their surroundings; frozen random features place objects but do not
@@ -47,18 +50,21 @@ class PretrainConfig:
     assets: str
     out: str
     encoder: str = "small-visual"
-    size: int = 256  # training images are size x size, as the frames the encoder will see
-    steps: int = 600
-    batch_size: int = 16
-    lr: float = 1e-3
+    size: int = 256  # images are composed size x size, as the frames the encoder will see
+    crop: int = 128  # and trained on one random crop x crop window of each (objects keep their pixel size)
+    steps: int = 400
+    batch_size: int = 32
+    lr: float = 1e-3  # Adam, decayed to 0 along a cosine over the steps
     seed: int = 0
     validate_every: int = 100
 
     def __post_init__(self) -> None:
-        for name in ("size", "steps", "batch_size", "validate_every"):
+        for name in ("size", "crop", "steps", "batch_size", "validate_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise AvlocError(f"pretrain: {name} must be a whole number >= 1, got {value!r}")
+        if self.crop > self.size:
+            raise AvlocError(f"pretrain: crop ({self.crop}) must be at most size ({self.size})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise AvlocError(f"pretrain: lr must be a finite number > 0, got {self.lr!r}")
 
@@ -133,9 +139,20 @@ def delimiting_gap(features: torch.Tensor, owner: torch.Tensor, stride: int, min
     return (float(np.mean(gaps)) if gaps else math.nan), len(gaps)
 
 
+def random_crop(rng: np.random.Generator, composite: Composite, crop: int) -> Composite:
+    """A ``crop`` x ``crop`` window of ``composite`` at a random place (its targets cropped alike)."""
+    height, width = composite.owner.shape
+    top, left = int(rng.integers(0, height - crop + 1)), int(rng.integers(0, width - crop + 1))
+    window = np.s_[top:top + crop, left:left + crop]
+    return Composite(composite.image[window], composite.owner[window])
+
+
 def _batch(rng: np.random.Generator, pictures: list[np.ndarray], backdrop: list[np.ndarray], size: int,
-           count: int) -> tuple[torch.Tensor, torch.Tensor]:
+           count: int, crop: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` composites of ``size`` px (each cropped to ``crop`` px when given): images and owners."""
     items = [compose_image(rng, pictures, backdrop, size) for _ in range(count)]
+    if crop is not None:
+        items = [random_crop(rng, item, crop) for item in items]
     images = torch.from_numpy(np.stack([c.image for c in items])).permute(0, 3, 1, 2)  # (B, H, W, 3) -> (B, 3, H, W)
     return images.contiguous(), torch.from_numpy(np.stack([c.owner for c in items]))
 
@@ -157,21 +174,26 @@ def pretrain_visual(config: PretrainConfig, progress: bool = True) -> dict:
     backdrop = train[:BACKGROUND_PICTURES]
     torch.manual_seed(config.seed)
     encoder = create_encoder(config.encoder)
+    stride = encoder.input_spec["stride"]
+    if config.crop % stride:
+        raise AvlocError(f"pretrain: crop ({config.crop}) must be a multiple of {config.encoder}'s stride ({stride})")
     head = nn.Conv2d(encoder.out_channels, len(train) + 1, kernel_size=1)
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=config.lr)
+    cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / config.steps)))
     validation_set = _batch(np.random.default_rng(config.seed + 1), held, backdrop, config.size, 32)
     baseline = _validate(create_encoder(config.encoder), validation_set)
     validation, loss, out = [], math.nan, Path(config.out)
     bar = tqdm(range(1, config.steps + 1), desc="pretrain visual", unit="step", disable=not progress)
     for step in bar:
         encoder.train()
-        images, owner = _batch(rng, train, backdrop, config.size, config.batch_size)
+        images, owner = _batch(rng, train, backdrop, config.size, config.batch_size, config.crop)
         logits = head(encoder(images))  # (B, K+1, h, w)
-        target = cell_targets(owner, len(train), encoder.input_spec["stride"])
+        target = cell_targets(owner, len(train), stride)
         loss_value = -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         optimizer.zero_grad()
         loss_value.backward()
         optimizer.step()
+        cosine.step()
         loss = loss_value.item()
         bar.set_postfix(loss=f"{loss:.3f}")
         if step % config.validate_every == 0 or step == config.steps:

@@ -50,7 +50,7 @@ from avloc.extract import mel_config_for
 from avloc.losses import AUTO, SUPERVISIONS, training_loss
 from avloc.models import create_model, model_accepts
 from avloc.models._registry import check_options, convert_value
-from avloc.models.encoders import create_encoder
+from avloc.models.encoders import RANDOM, create_encoder, default_weights, weights_name
 from avloc.types import AvlocError
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class TrainConfig:
     augmentation (frames resized x1.1 and randomly cropped back; cached maps likewise, see
     :mod:`avloc.data.windows`); validation and evaluation never augment. ``supervision``
     ["auto"]: resolved when the run starts (:func:`resolve_supervision`); the checkpoint and
-    ``config.yaml`` hold the resolved value.
+    ``config.yaml`` hold the resolved value. ``visual_weights``/``audio_weights`` [None]: resolved
+    when the run starts too (:func:`resolve_weights`).
     """
 
     dataset: str
@@ -433,10 +434,28 @@ def resolve_supervision(requested: str, supported: Sequence[str], records: Seque
     return supported[0]
 
 
+def resolve_weights(config: TrainConfig) -> TrainConfig:
+    """``config`` with the encoder weights it leaves unnamed (None) named, so inference rebuilds the same encoders.
+
+    With a feature cache: the set its features were extracted with, read from the cache's
+    weights id ("stamps", "random"; a weights file's path is not kept there, so it stays None
+    and the run's checkpoint needs ``--weights``). From the videos: the encoder's default set
+    (:func:`avloc.models.encoders.default_weights`), else "random".
+    """
+    if config.features is not None:
+        meta = open_features(config.features).meta
+        found = {"visual": weights_name(meta.visual_weights), "audio": weights_name(meta.audio_weights)}
+    else:
+        found = {modality: default_weights(getattr(config, modality)) or RANDOM for modality in ("visual", "audio")}
+    return replace(config, visual_weights=config.visual_weights or found["visual"],
+                   audio_weights=config.audio_weights or found["audio"])
+
+
 def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device) -> Path:
     out = Path(config.out)
     dataset = load_dataset(config.dataset, require_videos=config.features is None)
     classes = list(dataset.classes)
+    config = resolve_weights(config)
     torch.manual_seed(config.seed)
     core = build_model(config, classes, with_encoders=config.features is None).to(device)
     supported = getattr(core, "supervisions", ("video", "segment"))

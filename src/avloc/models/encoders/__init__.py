@@ -10,13 +10,15 @@ resnet18       frames  512   8 x 8                   IMAGENET1K_V1         EZ-VS
 resnet50       frames  2048  8 x 8                   IMAGENET1K_V1/_V2
 resnet152      frames  2048  8 x 8                   IMAGENET1K_V1/_V2     STM (frozen)
 vgg19          frames  512   8 x 8 (7 x 7 at 224)    IMAGENET1K_V1         AVE (pool5)
-small-visual   frames  128   16 x 16                 -                     CPU runs, tests
+small-visual   frames  128   16 x 16                 stamps (bundled)      avloc's default, CPU runs
 vggish         logmel  512   4 x 2                   audioset              STM (from scratch)
 vggish-embed   logmel  128   1 x 1                   audioset              AVE (128-D embedding)
 small-audio    logmel  128   4 x 2                   -                     CPU runs, tests
 =============  ======  ====  ======================  ====================  ==========================
 
-``DEFAULT`` is accepted for the torchvision encoders (torchvision's best set). See
+``DEFAULT`` is accepted for the torchvision encoders (torchvision's best set); ``random`` by every
+encoder (the seeded random init). ``avloc extract`` and ``avloc train`` load small-visual's
+bundled ``stamps`` when no weights are named (:func:`default_weights`). See
 :mod:`.weights` for how ``weights=`` is resolved and :mod:`.audio` for VGGish's layout.
 """
 
@@ -35,15 +37,18 @@ from avloc.models.encoders.audio import (
 )
 from avloc.models.encoders.base import Encoder
 from avloc.models.encoders.visual import ResNetEncoder, SmallVisualEncoder, VGG19Encoder
-from avloc.models.encoders.weights import INIT_SEED, WeightsUnavailableError, load_weights
+from avloc.models.encoders.weights import INIT_SEED, RANDOM, WeightsUnavailableError, load_weights, weights_name
 from avloc.types import AvlocError
 
 __all__ = [
     "Encoder",
     "WeightsUnavailableError",
     "convert_vggish_state_dict",
+    "RANDOM",
     "create_encoder",
+    "default_weights",
     "list_encoders",
+    "weights_name",
 ]
 
 MODALITIES = ("visual", "audio")
@@ -68,13 +73,21 @@ def list_encoders(modality: str | None = None) -> list[str]:
     return [name for name, (kind, _) in _ENCODERS.items() if modality in (None, kind)]
 
 
+def default_weights(name: str) -> str | None:
+    """The weights ``avloc extract``/``train`` give encoder ``name`` when none are named (None: random init)."""
+    if name not in _ENCODERS:
+        raise AvlocError(f"unknown encoder {name!r}; expected one of {', '.join(_ENCODERS)}")
+    _, build = _ENCODERS[name]
+    return getattr(build, "default_weights", None)  # a class declares it; a lambda builder has none
+
+
 def create_encoder(name: str, weights: str | os.PathLike | None = None) -> Encoder:
     """Build the encoder ``name`` on the CPU and load ``weights`` into it.
 
     Args:
         name: one of :func:`list_encoders`.
-        weights: None for a random init from a fixed seed (the same weights on every call with
-            the same torch version, ``weights_id == "init-seed0"``); the name of a pretrained set
+        weights: None or "random" for a random init from a fixed seed (the same weights on every
+            call with the same torch version, ``weights_id == "init-seed0"``); the name of a pretrained set
             (``"IMAGENET1K_V1"``, ``"DEFAULT"``, ``"audioset"``...); or a local state-dict file.
 
     Returns:

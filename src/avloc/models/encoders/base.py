@@ -114,6 +114,8 @@ class Encoder(nn.Module):
             ``log_offset`` (+ ``n_fft``, ``power``, ``mel_scale``).
         weights_id: which weights are loaded: ``"init-seed0"`` (random init),
             ``"<SET>:sha256=<hex>"`` (a named pretrained set) or ``"file:sha256=<hex>"``.
+        default_weights: the set ``avloc extract`` and ``avloc train`` load when no weights are
+            named: one that ships with avloc (never a download), or None for the random init.
 
     Subclasses set the class attributes, build their layers in ``__init__`` and may override
     :meth:`adapt_state_dict` (to accept a foreign key layout) and :meth:`named_weights`.
@@ -124,9 +126,10 @@ class Encoder(nn.Module):
     out_channels: int
     input_spec: dict[str, Any]
     weights_id: str = "init-seed0"
+    default_weights: str | None = None
 
     def available_weights(self) -> list[str]:
-        """Names accepted by ``create_encoder(name, weights=...)`` besides None and a file path."""
+        """Names accepted by ``create_encoder(name, weights=...)`` besides None, "random" and a file path."""
         return []
 
     def named_weights(self, name: str) -> WeightSpec | None:

@@ -21,6 +21,8 @@ from torch import nn
 from avloc.models.encoders.base import ConvBlock, VisualEncoder, vgg_init
 from avloc.models.encoders.weights import WeightSpec
 
+STAMPS_FILE = "small-visual-stamps-65f5fca0.pt"  # sha256 prefix in the name, as torch hub's files
+
 _RESNETS: dict[int, tuple[Any, type[tvm.WeightsEnum]]] = {
     18: (tvm.resnet18, tvm.ResNet18_Weights),
     50: (tvm.resnet50, tvm.ResNet50_Weights),
@@ -100,10 +102,20 @@ class SmallVisualEncoder(VisualEncoder):
     symmetric 3x3 convolutions, so feature cell (i, j) is centred exactly on the pixels
     [16i, 16i + 16) x [16j, 16j + 16) it is drawn on (a 3x3 stride-2 conv with padding 1 would
     centre it half a cell up and left), and its receptive field is 60 px, not most of the frame.
-    No pretrained weights (``weights=None`` or a local file).
+    Named weights: ``"stamps"`` (the default of ``avloc extract``/``train``), bundled with avloc:
+    ``avloc pretrain visual`` on the silent cut-outs of Debian's Tux Paint stamps (GPL-2; see
+    ``avloc/models/default/STAMPS_WEIGHTS.md`` for the command and what it measures).
     """
 
     name = "small-visual"
+    default_weights = "stamps"
+    stamps = WeightSpec(name="stamps", url=f"package:avloc/models/default/{STAMPS_FILE}")
+
+    def available_weights(self) -> list[str]:
+        return [self.stamps.name]
+
+    def named_weights(self, name: str) -> WeightSpec | None:
+        return self.stamps if name == self.stamps.name else None
 
     def __init__(self) -> None:
         super().__init__(out_channels=128, size=128, stride=16)

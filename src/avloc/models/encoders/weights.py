@@ -2,13 +2,14 @@
 
 ``weights`` is one of:
 
-- ``None``: random init from a fixed seed (``weights_id = "init-seed0"``), see
+- ``None`` or ``"random"``: random init from a fixed seed (``weights_id = "init-seed0"``), see
   :func:`avloc.models.encoders.create_encoder`.
 - the name of a pretrained set the encoder knows (``"IMAGENET1K_V1"``, ``"audioset"``...):
   looked up in the torch hub cache (``torch.hub.get_dir()/checkpoints/<file>``) first, where
   its sha256 must start with the hash prefix in the file name (the torch hub convention);
   otherwise downloaded there with the hash checked. Offline this fails at once with
-  :class:`WeightsUnavailableError`, which says how to pass the file instead.
+  :class:`WeightsUnavailableError`, which says how to pass the file instead. A set that ships
+  with avloc (``"stamps"`` of small-visual) is read from the package, never downloaded.
 - a local ``.pth``/``.pt`` state dict, read with ``torch.load(weights_only=True)``.
 
 Loaded state dicts are mapped by ``Encoder.adapt_state_dict`` (e.g. a torchvision classifier
@@ -24,6 +25,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -38,7 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INIT_SEED = 0
+RANDOM = "random"  # the weights name of the seeded random init (as None)
 _SHOW_KEYS = 3  # bad keys named in an error message
+_PACKAGE = "package:"
 
 
 class WeightsUnavailableError(AvlocError):
@@ -52,6 +56,7 @@ class WeightSpec:
     Attributes:
         name: canonical set name, e.g. ``"IMAGENET1K_V1"`` (``"DEFAULT"`` resolves to one).
         url: download address; its file name carries the sha256 prefix (``name-<hex>.pth``).
+            For a set that ships with avloc: ``package:<package>/<path>``, read from the package.
         input_spec: entries of ``Encoder.input_spec`` these weights fix (e.g. mean/std).
     """
 
@@ -64,9 +69,26 @@ class WeightSpec:
         return os.path.basename(urlparse(self.url).path)
 
     @property
+    def bundled(self) -> Path | None:
+        """The file inside the installed package for a ``package:`` url, else None."""
+        if not self.url.startswith(_PACKAGE):
+            return None
+        package, _, file = self.url.removeprefix(_PACKAGE).partition("/")
+        return Path(str(resources.files(package).joinpath(file)))
+
+    @property
     def sha256_prefix(self) -> str | None:
         match = torch.hub.HASH_REGEX.search(self.file_name)
         return match.group(1) if match and match.group(1) else None
+
+
+def weights_name(weights_id: str) -> str | None:
+    """The set name in a ``weights_id`` (``"stamps:sha256=..."`` -> ``"stamps"``); "random" for the
+    seeded init; None for a file, whose path the id does not keep."""
+    if weights_id.startswith("init-seed"):
+        return RANDOM
+    name, _, _ = weights_id.partition(":sha256=")
+    return None if name == "file" else name
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -90,7 +112,7 @@ def load_weights(encoder: Encoder, weights: str | os.PathLike | None) -> None:
         WeightsUnavailableError: a named set is not cached and cannot be downloaded.
         AvlocError: no such file; the file is not a state dict; its keys or shapes do not fit.
     """
-    if weights is None:
+    if weights is None or weights == RANDOM:
         encoder.weights_id = f"init-seed{INIT_SEED}"
         return
     spec = encoder.named_weights(weights) if isinstance(weights, str) else None
@@ -114,9 +136,12 @@ def load_weights(encoder: Encoder, weights: str | os.PathLike | None) -> None:
 
 
 def fetch(encoder: Encoder, spec: WeightSpec) -> tuple[Path, str]:
-    """Path and sha256 of the file of ``spec``, from the hub cache or downloaded into it."""
-    path = hub_checkpoint_dir() / spec.file_name
+    """Path and sha256 of the file of ``spec``: in the package, in the hub cache, or downloaded there."""
+    path = spec.bundled or hub_checkpoint_dir() / spec.file_name
     prefix = spec.sha256_prefix
+    if spec.bundled is not None and not path.is_file():
+        raise AvlocError(f"{path}: {encoder.name} weights {spec.name!r} missing from the installed package "
+                         "(reinstall avloc)")
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s to %s", spec.url, path)
