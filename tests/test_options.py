@@ -149,7 +149,7 @@ def test_train_converts_options_and_names_the_run_from_them(captured, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["train", "data", "--option", "causal=False", "--option", "variant=u", "-q"]) == 0
     config = captured[-1]
-    assert config.model_options == {"variant": "u", "memory_size": 3, "causal": False, "audio_dropout": 0.0}
+    assert config.model_options == {"variant": "u", "memory_size": 3, "causal": False, "audio_dropout": 0.5}
     assert config.out == "runs/stm-u-seed0"
     assert main(["train", "data", "--variant", "none", "--symmetric", "--seed", "2", "-q"]) == 0
     assert captured[-1].model_options["causal"] is False and captured[-1].out == "runs/stm-none-seed2"
@@ -221,7 +221,7 @@ def test_flags_given_override_the_file(captured, tmp_path):
                  "-q"]) == 0
     config = captured[-1]
     assert (config.lr, config.seed, config.epochs, config.train_visual, config.train_audio) == (1e-3, 3, 5, False, True)
-    assert config.model_options == {"variant": "none", "memory_size": 3, "causal": False, "audio_dropout": 0.0}
+    assert config.model_options == {"variant": "none", "memory_size": 3, "causal": False, "audio_dropout": 0.5}
     assert config.out == "runs/stm-none-seed3" and config.dataset == "data"
     assert main(["train", "data", "--config", str(path), "--option", "variant=c+u", "--model", "ezvsl", "-q"]) == 2
 
