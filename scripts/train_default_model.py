@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import re
 import shlex
 import shutil
 import sys
@@ -79,7 +80,17 @@ def write_demo_clips(dataset: Path, assets: Path, out: Path) -> int:
     copies = [replace(record, video=Path(shutil.copy2(record.video, out / "videos" / record.video.name)))
               for record in chosen]
     write_manifest(out, copies)
-    shutil.copy2(assets / "LICENSE", out / "LICENSE")
+    package = re.search(r"Debian package (\S+), version (\S+)", (assets / "LICENSE").read_text())
+    source = f"{package[1]} {package[2]}" if package else "tuxpaint-stamps-default"
+    (out / "LICENSE").write_text(
+        "These video clips were composed by avloc's composite benchmark generator (avloc synth --assets)\n"
+        f"from the pictures and sound effects of the Debian package {source}, the default stamps of\n"
+        "Tux Paint (https://tuxpaint.org/).\n\n"
+        "Like the pictures and sounds they are made of, the clips are free software under the terms of the\n"
+        "GNU General Public License, version 2 (GPL-2; https://www.gnu.org/licenses/old-licenses/gpl-2.0.html),\n"
+        "WITHOUT ANY WARRANTY. The authors and the full terms are in `copyright` beside this file (the\n"
+        "package's own). They are distributed beside avloc (MIT), not as part of it.\n")
+    shutil.copy2(assets / "copyright", out / "copyright")
     return len(copies)
 
 
