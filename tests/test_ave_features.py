@@ -237,7 +237,7 @@ def test_extract_writes_the_layout_and_reads_back_the_same_arrays(native, capsys
         assert visual["avadataset"].shape == (3, 10, 4, 4, 128) and audio["avadataset"].shape == (3, 10, 4, 7, 128)
     assert features.meta.visual_encoder == "small-visual" and features.meta.fps == 1.0
     assert features.frames_per_second == 2 and features.meta.audio_window == 1.0
-    encoders = create_encoder("small-visual").eval(), create_encoder("small-audio").eval()
+    encoders = create_encoder("small-visual", "stamps").eval(), create_encoder("small-audio").eval()  # the defaults
     direct = encode_seconds(records[1].video, *encoders, MelConfig(), 64, 2, 16, "cpu")
     for clip_id in (records[1].id, features.ids[1]):  # the source id and the AVE id name the same row
         clip = features.read(clip_id)

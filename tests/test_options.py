@@ -173,10 +173,11 @@ def test_from_dict_refuses_an_unknown_key_naming_it():
 
 
 def test_the_default_model_loads_and_a_foreign_key_names_the_checkpoint(tmp_path):
-    # Its config predates train_visual/train_audio: written out as trained (see TrainConfig.from_dict).
+    # Trained by scripts/train_default_model.py with avloc train's defaults on stamps features.
     config = load_trained("default").config
-    assert config.model_options == {"variant": "none", "audio_dropout": 1.0, "spatial_similarity": "dot"}
-    assert (config.train_visual, config.train_audio, config.augment) == (False, False, False)
+    assert config.model == "stm" and config.model_options == {}
+    assert (config.visual_weights, config.audio_weights, config.supervision) == ("stamps", "random", "segment")
+    assert (config.train_visual, config.train_audio, config.augment) == (False, False, True)
     state = load_checkpoint(DEFAULT_MODEL)
     state["config"]["momentum"] = 0.9
     save_checkpoint(tmp_path / "edited.pt", state)

@@ -153,8 +153,8 @@ class TrainConfig:
         where = f"{source}: " if source is not None else ""
         if not isinstance(values, Mapping):
             raise AvlocError(f"{where}a training config must be a mapping, got {type(values).__name__}")
-        # Every key of the checkpoints this version wrote or ships (models/default/stm-synth.pt
-        # included) is a field; a key that is not one is refused, never silently dropped.
+        # Every key of the checkpoints this version wrote or ships is a field; a key that is
+        # not one is refused, never silently dropped.
         values = _upgrade(values)
         unknown = [key for key in values if key not in _FIELD_TYPES]
         if unknown:
@@ -172,7 +172,7 @@ _FIELD_TYPES = get_type_hints(TrainConfig)
 def _upgrade(values: Mapping) -> Mapping:
     """A config written before ``train_visual``/``train_audio`` replaced ``finetune``, in today's fields.
 
-    Such a config (the shipped ``models/default/stm-synth.pt`` is one) describes a run that
+    Such a config (the default model shipped before 2026-12-05 was one) describes a run that
     trained both encoders or neither, without augmentation, and an STM whose spatial attention
     defaulted to dot / sqrt(C) (cosine to temperature 0.1): those settings are written out, so
     the model is rebuilt as it was trained. Any other config (one that mixes ``finetune`` with
