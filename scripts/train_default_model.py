@@ -181,7 +181,8 @@ def main() -> None:
     with atomic_path(DEFAULT_DIR / "MODEL_CARD.md") as tmp:
         tmp.write_text(card)
     print(format_table(report))
-    print(f"wrote {DEFAULT_DIR / 'stm-synth.pt'} ({size_bytes / 1e6:.1f} MB), its model card and {demo_clips} demo clips")
+    print(f"wrote {DEFAULT_DIR / 'stm-synth.pt'} ({size_bytes / 1e6:.1f} MB), its model card and "
+          f"{demo_clips} demo clips")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ def test_pretrain_refuses_bad_settings_and_folders(tmp_path):
         PretrainConfig(assets="a", out="b", crop=300)
     assets = make_assets(tmp_path / "assets")
     with pytest.raises(AvlocError, match="multiple of small-visual's stride"):
-        pretrain_visual(PretrainConfig(assets=str(assets), out=str(tmp_path / "w.pt"), size=64, crop=40), progress=False)
+        pretrain_visual(PretrainConfig(assets=str(assets), out=str(tmp_path / "w.pt"), size=64, crop=40),
+                        progress=False)
     with pytest.raises(AvlocError, match="not a folder"):
         pretrain_visual(PretrainConfig(assets=str(tmp_path / "none"), out=str(tmp_path / "w.pt")), progress=False)

@@ -415,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="windows per optimiser step, over all processes under torchrun (the global batch; "
                        "it must divide by the number of processes; default 32)")
     train.add_argument("--epochs", type=int, default=None, help="epochs (default 30)")
-    train.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-3, chosen on validation; the paper's is 1e-4)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="Adam learning rate (default 1e-3, chosen on validation; the paper's is 1e-4)")
     train.add_argument("--supervision", default=None, choices=["auto", "video", "segment", "self"],
                        help="auto (default): segment when the training clips have segments, else video, else the "
                        "model's own (self for the contrastive models); video: weak video-level labels; segment: "

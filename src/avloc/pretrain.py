@@ -179,7 +179,8 @@ def pretrain_visual(config: PretrainConfig, progress: bool = True) -> dict:
         raise AvlocError(f"pretrain: crop ({config.crop}) must be a multiple of {config.encoder}'s stride ({stride})")
     head = nn.Conv2d(encoder.out_channels, len(train) + 1, kernel_size=1)
     optimizer = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=config.lr)
-    cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+    cosine = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / config.steps)))  # 1 -> 0 over the run
     validation_set = _batch(np.random.default_rng(config.seed + 1), held, backdrop, config.size, 32)
     baseline = _validate(create_encoder(config.encoder), validation_set)
     validation, loss, out = [], math.nan, Path(config.out)
