@@ -51,7 +51,7 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
     seed = random.SystemRandom().randrange(2**31) if seed is None else seed
     record = candidates[seed % len(candidates)]
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    video = Path(shutil.copy2(record.video, out / "clips" / Path(record.video).name))
+    video = Path(shutil.copy2(record.video, out / "clips" / record.video.name))
     truth = [(a.t, np.asarray(a.boxes, dtype=np.float64).reshape(-1, 4)) for a in record.frames]
     result = localize_video(video, out, model=model, progress=progress, ground_truth=truth)
     info = probe(video)

@@ -73,12 +73,16 @@ def list_encoders(modality: str | None = None) -> list[str]:
     return [name for name, (kind, _) in _ENCODERS.items() if modality in (None, kind)]
 
 
-def default_weights(name: str) -> str | None:
-    """The weights ``avloc extract``/``train`` give encoder ``name`` when none are named (None: random init)."""
+def _builder(name: str) -> Callable[[], Encoder]:
+    """The builder of encoder ``name``; AvlocError naming the known ones otherwise."""
     if name not in _ENCODERS:
         raise AvlocError(f"unknown encoder {name!r}; expected one of {', '.join(_ENCODERS)}")
-    _, build = _ENCODERS[name]
-    return getattr(build, "default_weights", None)  # a class declares it; a lambda builder has none
+    return _ENCODERS[name][1]
+
+
+def default_weights(name: str) -> str | None:
+    """The weights ``avloc extract``/``train`` give encoder ``name`` when none are named (None: random init)."""
+    return getattr(_builder(name), "default_weights", None)  # a class declares it; a lambda builder has none
 
 
 def create_encoder(name: str, weights: str | os.PathLike | None = None) -> Encoder:
@@ -98,9 +102,7 @@ def create_encoder(name: str, weights: str | os.PathLike | None = None) -> Encod
         AvlocError: unknown name; a weights file that is missing or does not fit.
         WeightsUnavailableError: named weights neither in the torch hub cache nor downloadable.
     """
-    if name not in _ENCODERS:
-        raise AvlocError(f"unknown encoder {name!r}; expected one of {', '.join(_ENCODERS)}")
-    _, build = _ENCODERS[name]
+    build = _builder(name)
     # A private RNG stream: reproducible init without touching the caller's global RNG state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(INIT_SEED)
