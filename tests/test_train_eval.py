@@ -194,6 +194,9 @@ def test_unnamed_encoder_weights_resolve_to_those_of_the_features_or_the_default
     assert resolve_weights(replace(config, visual_weights="/x.pt")).visual_weights == "/x.pt"
     from_videos = resolve_weights(replace(config, features=None))
     assert (from_videos.visual_weights, from_videos.audio_weights) == ("stamps", "random")
+    random_cache = tmp_path / "random.h5"  # the cache's weights win over the encoder's default
+    extract_features(bench[0], random_cache, size=64, visual_weights="random", progress=False)
+    assert resolve_weights(replace(config, features=str(random_cache))).visual_weights == "random"
     best = fit(_config(bench, tmp_path / "fit", epochs=1), progress=False)
     assert load_checkpoint(best)["config"]["visual_weights"] == "stamps"
 
