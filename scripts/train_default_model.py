@@ -118,7 +118,9 @@ def model_card(command: str, dataset: Path, digest: str, report: dict, centre: d
   (16 x 16 heat maps), {config.fps:g} steps per second. Their weights are stored in the checkpoint.
 - Model: STM with `avloc train`'s defaults, options {config.model_options or "(the defaults)"};
   supervision {config.supervision}; Adam lr {config.lr:g}, batch {config.batch_size}, {config.epochs} epochs,
-  seed {config.seed}; the checkpoint with the lowest validation loss. Training took {minutes:.1f} min of
+  seed {config.seed}; the checkpoint with the lowest validation loss. Its heat maps are spread by one step of
+  affinity propagation over the visual encoder's cells (STM's `affinity_temperature`, 0.1 by default,
+  inference only; `none` gives the paper's map). Training took {minutes:.1f} min of
   wall time (summed over epochs; here a 2-core CPU machine, shared with other runs).
 - Checkpoint: `stm-synth.pt`, {size_bytes / 1e6:.1f} MB. Licence: the weights are learned from GPL-2
   pictures and recordings; treat them, and the demo clips in `demo/`, as GPL-2 material

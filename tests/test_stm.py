@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from avloc.models import STM, create_model
+from avloc.models.blocks import affinity_propagation
 from avloc.models.memory import VARIANTS, window_mask
 from avloc.types import AVOutput, AvlocError
 
@@ -300,7 +301,7 @@ def hand_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 def test_spatial_attention_defaults_to_cosine_with_temperature_one():
     """The authors' released training runs with --normalize: L2-normalised vectors, temperature 1."""
-    model = small_stm(variant="none")
+    model = small_stm(variant="none", affinity_temperature=None)  # the paper's map, unrefined
     assert (model.spatial_similarity, model.spatial_temperature) == ("cosine", 1.0)
     visual, audio = features()
     with torch.no_grad():
@@ -313,6 +314,7 @@ def test_spatial_attention_defaults_to_cosine_with_temperature_one():
         dot = small_stm(spatial_similarity="dot")
         assert dot.spatial_temperature == 32**0.5
         scaled = small_stm(spatial_similarity="dot", spatial_temperature=32**0.5)
+        assert small_stm().affinity_temperature == 0.1  # refined by default (see the next tests)
         torch.testing.assert_close(dot(visual, audio).heatmap, scaled(visual, audio).heatmap)
         assert not torch.allclose(small_stm()(visual, audio).heatmap, dot(visual, audio).heatmap)
 
@@ -324,7 +326,7 @@ def test_without_line_5_the_map_is_the_line_4_alpha(variant):
     Checked with the dot product: the cosine of alpha * x_v equals that of x_v (alpha > 0), so
     only an unnormalised similarity tells the two apart.
     """
-    model = small_stm(variant=variant, spatial_similarity="dot", spatial_temperature=1.0)
+    model = small_stm(variant=variant, spatial_similarity="dot", spatial_temperature=1.0, affinity_temperature=None)
     visual, audio = features()
     with torch.no_grad():
         out = model(visual, audio)
@@ -376,3 +378,35 @@ def test_audio_dropout_feeds_its_expectation_at_inference():
                     torch.testing.assert_close(out.logits[b], none)
                     kept.add(False)
         assert kept == {True, False}
+
+
+def test_affinity_propagation_spreads_a_peak_over_the_cells_alike_to_it():
+    """Cells 0-3 share one feature direction, the others another: a peak on cell 0 spreads evenly
+    over cells 0-3 and hardly anywhere else; a high temperature makes every cell alike."""
+    object_cells = torch.zeros(16, dtype=torch.bool)
+    object_cells[:4] = True
+    directions = torch.eye(8)
+    features = torch.where(object_cells[None], directions[0][:, None], directions[1][:, None])  # (8, 16)
+    features = (features + 0.01 * torch.randn(8, 16, generator=torch.Generator().manual_seed(0))).view(1, 8, 4, 4)
+    peak = torch.zeros(1, 4, 4)
+    peak[0, 0, 0] = 1.0
+    spread = affinity_propagation(peak, features, 0.1).flatten()  # (16,)
+    torch.testing.assert_close(spread.sum(), torch.tensor(1.0))
+    assert spread[object_cells].min() > 0.24 and spread[~object_cells].max() < 1e-3
+    flat = affinity_propagation(peak, features, 1e3).flatten()
+    torch.testing.assert_close(flat, torch.full((16,), 1 / 16), rtol=0, atol=1e-3)
+
+
+def test_the_map_is_the_papers_map_spread_over_the_encoder_cells():
+    """With refinement (the default) the heat map is the unrefined map of the same weights, one
+    affinity step over the input visual maps; the classifier's outputs do not change."""
+    visual, audio = features()
+    refined, plain = small_stm(), small_stm(affinity_temperature=None)
+    with torch.no_grad():
+        out, paper = refined(visual, audio), plain(visual, audio)
+    torch.testing.assert_close(out.heatmap, affinity_propagation(paper.heatmap, visual, 0.1))
+    assert (out.heatmap - paper.heatmap).abs().max() > 1e-3
+    torch.testing.assert_close(out.logits, paper.logits, rtol=0, atol=0)
+    for bad in (0.0, -1.0):
+        with pytest.raises(AvlocError, match="affinity_temperature"):
+            small_stm(affinity_temperature=bad)

@@ -355,8 +355,10 @@ def test_encoders_train_only_from_the_videos_and_old_configs_read_as_trained(ben
     for finetune in (False, True):
         config = TrainConfig.from_dict({**old, "finetune": finetune})
         assert (config.train_visual, config.train_audio, config.augment) == (finetune, finetune, False)
-        assert config.model_options == {"variant": "u", "spatial_similarity": "dot", "audio_dropout": 0.0}
+        assert config.model_options == {"variant": "u", "spatial_similarity": "dot", "audio_dropout": 0.0,
+                                        "affinity_temperature": None}
     cosine = TrainConfig.from_dict({**old, "finetune": False, "model_options": {"spatial_similarity": "cosine"}})
-    assert cosine.model_options == {"spatial_similarity": "cosine", "spatial_temperature": 0.1, "audio_dropout": 0.0}
+    assert cosine.model_options == {"spatial_similarity": "cosine", "spatial_temperature": 0.1, "audio_dropout": 0.0,
+                                    "affinity_temperature": None}
     with pytest.raises(AvlocError, match="unknown training config key 'finetune'"):
         TrainConfig.from_dict({**asdict(_config(bench, tmp_path)), "finetune": False, "train_visual": False})

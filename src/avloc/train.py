@@ -174,9 +174,10 @@ def _upgrade(values: Mapping) -> Mapping:
 
     Such a config (the default model shipped before 2026-12-05 was one) describes a run that
     trained both encoders or neither, without augmentation, and an STM whose spatial attention
-    defaulted to dot / sqrt(C) (cosine to temperature 0.1), without audio dropout: those settings
-    are written out, so the model is rebuilt as it was trained. Any other config (one that mixes
-    ``finetune`` with the fields that replaced it included) is returned as it is.
+    defaulted to dot / sqrt(C) (cosine to temperature 0.1), without audio dropout or map
+    refinement: those settings are written out, so the model is rebuilt as it was trained. Any
+    other config (one that mixes ``finetune`` with the fields that replaced it included) is
+    returned as it is.
     """
     if "finetune" not in values or any(key in values for key in ("train_visual", "train_audio", "augment")):
         return values
@@ -189,6 +190,7 @@ def _upgrade(values: Mapping) -> Mapping:
         if options.setdefault("spatial_similarity", "dot") == "cosine" and options.get("spatial_temperature") is None:
             options["spatial_temperature"] = 0.1
         options.setdefault("audio_dropout", 0.0)  # the default of that time (0.5 since 2026-12-05)
+        options.setdefault("affinity_temperature", None)  # no map refinement then (0.1 since 2026-12-05)
         upgraded["model_options"] = options
     return upgraded
 

@@ -75,6 +75,33 @@ def cross_modal_attention(
     return alpha.unsqueeze(-3) * visual, alpha  # (..., 1, h, w) * (..., C, h, w)
 
 
+def affinity_propagation(heatmap: torch.Tensor, features: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Spread a map over the cells that look like where it points: one random-walk step.
+
+    ``T(i, j) = softmax_j(cos(features(i), features(j)) / temperature)`` and ``map'(i) =
+    sum_j T(i, j) map(j)``, renormalised to sum to 1 over (h, w). A cell gains mass in proportion
+    to how alike it is to the cells the map already weighs, so a map that peaks on part of an
+    object spreads over the cells of that object (whose features are alike when the encoder
+    delimits objects) and not over its surroundings. Affinity propagation of a weak map, as in
+    Ahn & Kwak, CVPR 2018 (AffinityNet), with the frozen encoder's cosine similarity as the
+    affinity and a single step.
+
+    Args:
+        heatmap: ``(..., h, w)`` non-negative map.
+        features: ``(..., C, h, w)`` feature map of the same frames.
+        temperature: > 0; smaller keeps the mass on the most alike cells.
+
+    Returns:
+        ``(..., h, w)`` summing to 1 over (h, w).
+    """
+    unit = F.normalize(features.flatten(-2), dim=-2)  # (..., C, h, w) -> (..., C, h*w), unit over C
+    affinity = torch.einsum("...ci,...cj->...ij", unit, unit)  # (..., h*w, h*w) cosine similarities
+    walk = (affinity / temperature).softmax(dim=-1)  # (..., h*w, h*w), rows sum to 1
+    spread = (walk @ heatmap.flatten(-2).unsqueeze(-1)).squeeze(-1)  # (..., h*w, 1) -> (..., h*w)
+    spread = spread / spread.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(spread.dtype).tiny)
+    return spread.view_as(heatmap)  # (..., h*w) -> (..., h, w)
+
+
 class Projection(nn.Sequential):
     """A stack of 1x1 convolutions into the joint space: ``(N, C_in, h, w) -> (N, C_out, h, w)``.
 
