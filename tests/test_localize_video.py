@@ -8,6 +8,7 @@ import torch
 
 from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.cli import main
+from avloc.data.cache import FeatureCache
 from avloc.data.synth import generate_dataset
 from avloc.data.synth_scenes import RECIPES
 from avloc.demo import DEMO_CLIPS, run_demo
@@ -67,6 +68,39 @@ def test_localize_writes_four_consistent_outputs(trained, tmp_path):
     assert (tmp_path / "out" / "contact_sheet.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("name", ["ezvsl", "ave"])
+def test_a_model_that_cannot_stream_localises_a_video_offline(trained, tmp_path, capsys, name):
+    """EZ-VSL (no classifier) and AVE run over the whole clip at once: their maps are the model's
+    on the clip's cached features; --stream is refused in one line with the reason."""
+    _, video = trained
+    dataset = video.parent.parent
+    features = dataset.parent / "features.h5"
+    config = TrainConfig(dataset=str(dataset), features=str(features), out=str(tmp_path / "run"), model=name,
+                         size=64, epochs=1, batch_size=8)
+    best = fit(config, progress=False)
+    assert main(["localize", str(video), "--model", str(best), "--out", str(tmp_path / "out"), "-q"]) == 0
+    boxes = json.loads((tmp_path / "out" / "boxes.json").read_text())
+    maps = np.load(tmp_path / "out" / "heatmaps.npz")
+    head = load_trained(best).head.eval()
+    cached = FeatureCache(features).read("clip_00000")
+    with torch.no_grad():
+        output = head(visual=torch.from_numpy(cached.visual)[None], audio=torch.from_numpy(cached.audio)[None])
+    np.testing.assert_allclose(maps["heatmaps"], output.heatmap[0].numpy(), rtol=0, atol=1e-4)
+    if output.logits is None:
+        assert maps["probabilities"].shape == (8, 0) and boxes["seconds"] == []
+        assert all(frame["class"] is None and frame["class_probability"] is None for frame in boxes["frames"])
+    else:
+        np.testing.assert_allclose(maps["probabilities"], output.logits[0].softmax(-1).numpy(), rtol=0, atol=1e-4)
+        assert all(frame["class"] in boxes["classes"] for frame in boxes["frames"])
+    assert (tmp_path / "out" / "overlay.mp4").is_file()
+    assert main(["localize", str(video), "--model", str(best), "--out", str(tmp_path / "again"), "--stream", "-q"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot stream: it has no step-by-step form" in error and error.count("\n") == 1
+    with pytest.raises(AvlocError, match="stream=False"):
+        Localizer(load_trained(best), stream=False).advance(torch.from_numpy(cached.visual[:1]),
+                                                           torch.from_numpy(cached.audio[:1]))
+
+
 def test_start_and_end_select_a_part(trained, tmp_path):
     checkpoint, video = trained
     result = localize_video(video, tmp_path, model=checkpoint, start=0.5, end=1.5, progress=False)
@@ -110,7 +144,7 @@ def test_bad_models_and_videos_give_one_line_errors(trained, tmp_path, capsys):
     write_video(silent, np.zeros((8, 32, 32, 3), np.uint8), 8.0)
     cases = [(["localize", str(video), "--model", str(corrupt)], "not a readable checkpoint"),
              (["localize", str(video), "--model", str(mismatched)], "does not fit a stm model"),
-             (["localize", str(video), "--model", str(symmetric)], "cannot stream"),
+             (["localize", str(video), "--model", str(symmetric), "--stream"], "cannot stream"),
              (["localize", str(silent), "--model", str(checkpoint)], "no audio stream"),
              (["localize", str(tmp_path / "missing.mp4")], "no such file"),
              (["localize", str(video), "--model", str(checkpoint), "--start", "5"], "beyond the duration")]

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from avloc.models import create_model, list_models
-from avloc.types import AVOutput
+from avloc.models.contract import LocalizationModel
+from avloc.types import AVOutput, AvlocError
 
 B, T, CV, CA, K = 4, 3, 16, 12, 5
 
@@ -21,19 +22,13 @@ def _batch(seed: int = 0) -> dict:
     }
 
 
-def _model(name: str) -> torch.nn.Module:
+def _model(name: str) -> LocalizationModel:
     torch.manual_seed(0)
     return create_model(name, visual_channels=CV, audio_channels=CA, num_classes=K)
 
 
 def _supervisions(name: str) -> tuple[str, ...]:
-    return getattr(_model(name), "supervisions", ("video", "segment"))
-
-
-def _loss(model: torch.nn.Module, output: AVOutput, batch: dict, supervision: str) -> torch.Tensor:
-    from avloc.losses import training_loss
-
-    return training_loss(model, output, batch, supervision)
+    return _model(name).supervisions
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -63,7 +58,7 @@ def test_every_parameter_gets_a_gradient_from_some_supervision(name):
     batch, reached = _batch(), set()
     for supervision in _supervisions(name):
         model = _model(name).train()
-        _loss(model, model(visual=batch["visual"], audio=batch["audio"]), batch, supervision).backward()
+        model.loss(model(visual=batch["visual"], audio=batch["audio"]), batch, supervision).backward()
         reached |= {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     missing = {n for n, p in _model(name).named_parameters() if p.requires_grad} - reached
     assert not missing, f"no gradient for {sorted(missing)}"
@@ -78,12 +73,31 @@ def test_a_few_training_steps_lower_the_loss(name, supervision):
     def evaluate() -> float:  # in training mode (batch statistics), with the same randomness each time
         torch.manual_seed(2)
         with torch.no_grad():
-            return _loss(model, model(visual=batch["visual"], audio=batch["audio"]), batch, supervision).item()
+            return model.loss(model(visual=batch["visual"], audio=batch["audio"]), batch, supervision).item()
 
     before = evaluate()
     assert math.isfinite(before)
     for _ in range(25):
         optimizer.zero_grad()
-        _loss(model, model(visual=batch["visual"], audio=batch["audio"]), batch, supervision).backward()
+        model.loss(model(visual=batch["visual"], audio=batch["audio"]), batch, supervision).backward()
         optimizer.step()
     assert evaluate() < before
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_declares_the_contract_and_streams_only_as_it_says(name):
+    """A model that streams gives, chunk by chunk, the outputs of the whole clip; one that cannot
+    says why in one line and refuses a stream."""
+    model, batch = _model(name).eval(), _batch()
+    assert isinstance(model, LocalizationModel) and model.supervisions
+    refusal = model.stream_refusal()
+    if refusal is not None:
+        assert isinstance(refusal, str) and refusal and "\n" not in refusal
+        with pytest.raises(AvlocError, match="cannot stream"):
+            model.init_state()
+        return
+    with torch.no_grad():
+        whole = model(visual=batch["visual"], audio=batch["audio"])
+        first, state = model.stream(batch["visual"][:, :2], batch["audio"][:, :2], model.init_state())
+        rest, _ = model.stream(batch["visual"][:, 2:], batch["audio"][:, 2:], state)
+    torch.testing.assert_close(torch.cat([first.heatmap, rest.heatmap], dim=1), whole.heatmap, rtol=0, atol=1e-5)

@@ -6,6 +6,7 @@ import pytest
 from torch import nn
 
 from avloc.models import _registry, create_model, list_models, register_model
+from avloc.models.contract import LocalizationModel
 from avloc.types import AvlocError
 
 
@@ -25,15 +26,27 @@ def test_duplicate_name_raises(registry):
         register_model("stm")(lambda: nn.Identity())
 
 
+class _Width(LocalizationModel):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
+
+
 def test_register_and_create(registry):
     @register_model("identity-test")
-    def identity(*, width: int = 1) -> nn.Module:
-        return nn.Linear(width, width)
+    def identity(*, width: int = 1) -> _Width:
+        return _Width(width)
 
     assert "identity-test" in list_models()
-    assert create_model("identity-test", width=3).in_features == 3
+    assert create_model("identity-test", width=3).width == 3
     with pytest.raises(AvlocError, match="identity-test.*unexpected keyword"):
         create_model("identity-test", depth=3)
+
+
+def test_a_builder_must_return_a_localization_model(registry):
+    register_model("linear-test")(lambda: nn.Linear(1, 1))
+    with pytest.raises(TypeError, match="linear-test.*returned a Linear, not a LocalizationModel"):
+        create_model("linear-test")
 
 
 def test_unknown_name_lists_the_registered_ones():

@@ -58,9 +58,10 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
     frames, unscored = annotated_maps(record, torch.from_numpy(result.heatmaps), result.times, result.fps,
                                       (info.height, info.width), info.duration)
     steps, segments = ClassificationMeter(), ClassificationMeter()
-    steps.update(result.probabilities.argmax(axis=1), class_targets(record, result.times, result.classes, clips))
-    seconds, predicted = second_predictions(result.probabilities, result.times)
-    segments.update(predicted, class_targets(record, seconds + 0.5, result.classes, clips))
+    if result.probabilities.shape[1]:  # a model without a classifier has no event classes to score
+        steps.update(result.probabilities.argmax(axis=1), class_targets(record, result.times, result.classes, clips))
+        seconds, predicted = second_predictions(result.probabilities, result.times)
+        segments.update(predicted, class_targets(record, seconds + 0.5, result.classes, clips))
     source = f"{model} model on demo clip {record.id} ({'/'.join(record.tags)}; --seed {seed})"
     report = build_report(source, "its annotated frames", 1, frames, unscored, PROTOCOLS["stm"], segments, steps)
     return result, report

@@ -5,7 +5,9 @@ by the low-resolution maps, about 1 kB per step):
 
 1. **Model**: steps at ``fps`` (frame + the audio centred on it) are decoded, encoded in
    batches and fed to the model's memory a batch at a time (:class:`avloc.localizer.Localizer`);
-   each step gives a heat map and class probabilities, then boxes (upsampling to the video's
+   a model that cannot stream (every registered model but STM) gets the whole clip's encoded
+   steps at once (held in memory: about 130 kB per step with the default encoders at 256 px);
+   each step gives a heat map and class probabilities (none without a classifier), then boxes (upsampling to the video's
    size, min-max, the STM authors' floor, Otsu + contours, :func:`avloc.localize.boxes_from_map`). With
    ``stream=True`` every step is encoded alone, as it would be live, and its latency (from
    its decoded inputs to its result) is recorded.
@@ -77,7 +79,7 @@ class Localization:
     fps: float  # steps per second
     times: np.ndarray  # (T,) step times, seconds
     heatmaps: np.ndarray  # (T, h, w)
-    probabilities: np.ndarray  # (T, K)
+    probabilities: np.ndarray  # (T, K); (T, 0) for a model without a classifier
     classes: list[str]
     boxes: list[np.ndarray]  # per step (N, 4) xyxy, original pixels
     scores: list[np.ndarray]  # per step (N,)
@@ -131,7 +133,9 @@ def localize_video(
     if sheet_frames < 1 or batch_size < 1:
         raise AvlocError(f"sheet_frames and batch_size must be >= 1, got {sheet_frames} and {batch_size}")
     truth = None if ground_truth is None else _annotations(ground_truth)
-    localizer = Localizer(load_trained(model, device), device)
+    trained = load_trained(model, device)
+    # A model that streams runs chunk by chunk with its bounded memory; one that cannot runs offline.
+    localizer = Localizer(trained, device, stream=stream or trained.head.stream_refusal() is None)
     fps = localizer.fps if fps is None else fps
     steps = iter_steps(video, fps=fps, size=localizer.frame_size, sample_rate=localizer.mel.sample_rate,
                        start=start, end=end)  # checks fps and the range now, before the first step
@@ -142,7 +146,7 @@ def localize_video(
         log.warning("the model was trained at %g steps per second; running it at %g changes what its memory sees",
                     localizer.fps, fps)
     timer = StageTimer()
-    times, heatmaps, probabilities, latencies = [], [], [], []
+    times, heatmaps, probabilities, latencies, held = [], [], [], [], []
     chunk = 1 if stream else batch_size
     with tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
         while True:
@@ -161,13 +165,21 @@ def localize_video(
                 with timer("audio encoder"):
                     audio = localizer.encode_audio(logmel)
             with timer("memory + localisation"):
-                chunk_maps, chunk_probabilities = localizer.advance(visual, audio)
-                heatmaps.append(chunk_maps.numpy())
-                probabilities.append(chunk_probabilities.numpy())
+                if localizer.streams:
+                    chunk_maps, chunk_probabilities = localizer.advance(visual, audio)
+                    heatmaps.append(chunk_maps.numpy())
+                    probabilities.append(chunk_probabilities.numpy())
+                else:
+                    held.append((visual, audio))
             if stream:
                 latencies.append(time.perf_counter() - ready)
             times.extend(step.time for step in batch)
             bar.update(len(batch))
+    if held:
+        with timer("memory + localisation"):
+            clip_maps, clip_probabilities = localizer.whole(torch.cat([v for v, _ in held]), torch.cat([a for _, a in held]))
+            heatmaps.append(clip_maps.numpy())
+            probabilities.append(clip_probabilities.numpy())
     result = Localization(
         out=out, fps=fps, times=np.asarray(times), heatmaps=np.concatenate(heatmaps),
         probabilities=np.concatenate(probabilities),
@@ -223,7 +235,10 @@ def _boxes(heatmaps: torch.Tensor, size: tuple[int, int], mode: str) -> tuple[li
 
 
 def _second_classes(result: Localization) -> dict[int, tuple[str, float]]:
-    """Event class of every second that has steps: argmax of the mean probabilities."""
+    """Event class of every second that has steps: argmax of the mean probabilities (none for a
+    model without a classifier)."""
+    if not result.probabilities.shape[1]:
+        return {}
     seconds = np.floor(result.times + 1e-9).astype(int)
     classes = {}
     for second in np.unique(seconds):
@@ -242,7 +257,7 @@ def _write_json(result: Localization, video: Path, model: str, fps: float) -> No
         "box_format": "xyxy, original video pixels, x2/y2 exclusive",
         "frames": [
             {"time": round(float(t), 6), "boxes": boxes.round(2).tolist(), "scores": scores.round(4).tolist(),
-             "class": result.classes[int(p.argmax())], "class_probability": round(float(p.max()), 4)}
+             **_step_class(result.classes, p)}
             for t, boxes, scores, p in zip(result.times, result.boxes, result.scores, result.probabilities)
         ],
         "seconds": [{"start": s, "end": s + 1, "class": c, "probability": round(p, 4)}
@@ -250,6 +265,13 @@ def _write_json(result: Localization, video: Path, model: str, fps: float) -> No
     }
     with atomic_path(result.out / "boxes.json") as tmp:
         tmp.write_text(json.dumps(document, indent=1))
+
+
+def _step_class(classes: list[str], probabilities: np.ndarray) -> dict:
+    """``class`` and ``class_probability`` of one step: both None for a model without a classifier."""
+    if not probabilities.size:
+        return {"class": None, "class_probability": None}
+    return {"class": classes[int(probabilities.argmax())], "class_probability": round(float(probabilities.max()), 4)}
 
 
 def _write_npz(result: Localization) -> None:
@@ -283,8 +305,10 @@ def _write_visuals(result: Localization, info: VideoInfo, fps: float, start: flo
                 with timer("writing outputs"):
                     k = int(np.clip(np.floor((frame_time - first) * fps + 1e-6), 0, len(result.times) - 1))
                     second = int(np.floor(result.times[k] + 1e-9))
-                    name, probability = per_second[second]
-                    caption = f"{frame_time:.2f} s  {name} {100 * probability:.0f}%"
+                    caption = f"{frame_time:.2f} s"
+                    if second in per_second:
+                        name, probability = per_second[second]
+                        caption += f"  {name} {100 * probability:.0f}%"
                     if layer_of != k:  # the colour layer changes once per step, not per frame
                         layer, layer_of = heat_layer(torch.from_numpy(result.heatmaps[k]), (height, width)), k
                     shown = None if truth is None else _nearest_truth(truth, frame_time, 0.5 / fps)

@@ -10,7 +10,9 @@ equal the offline model's on the same clip (within float error; tested to 1e-5).
         result = localizer(step.frame, step.segment)   # result.heatmap (h, w), .probabilities (K,)
 
 For files, :meth:`encode` + :meth:`advance` run the encoders and the memory on a chunk of
-steps at once (much faster on CPU); the outputs are the same as step by step.
+steps at once (much faster on CPU); the outputs are the same as step by step. A model that cannot
+stream (:meth:`avloc.models.contract.LocalizationModel.stream_refusal`) runs offline:
+``Localizer(trained, stream=False)`` and :meth:`whole` on every step of the clip at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from avloc.audio import log_mel
 from avloc.inference import TrainedModel
-from avloc.types import AvlocError
+from avloc.types import AVOutput, AvlocError
 
 
 @dataclass
@@ -30,7 +32,8 @@ class StepResult:
 
     Attributes:
         heatmap: ``(h, w)`` localisation map at feature resolution (STM: softmax over positions).
-        probabilities: ``(K,)`` class probabilities of the step (softmax of the logits).
+        probabilities: ``(K,)`` class probabilities of the step (softmax of the logits); ``(0,)``
+            for a model without a classifier.
     """
 
     heatmap: torch.Tensor
@@ -38,29 +41,30 @@ class StepResult:
 
 
 class Localizer:
-    """A trained model as a stream processor.
+    """A trained model as a stream processor (or, ``stream=False``, run offline on whole clips).
 
     Args:
-        trained: from :func:`avloc.inference.load_trained`; its model must stream (STM with
-            a causal memory).
+        trained: from :func:`avloc.inference.load_trained`; with ``stream=True`` its model must
+            stream (STM with a causal memory; any other is refused with its reason).
         device: where the encoders and the model run.
+        stream: keep a stream's state for :meth:`step` / :meth:`advance`; False: only
+            :meth:`whole` (every registered model).
     """
 
-    def __init__(self, trained: TrainedModel, device: str | torch.device = "cpu") -> None:
+    def __init__(self, trained: TrainedModel, device: str | torch.device = "cpu", *, stream: bool = True) -> None:
         head = trained.head
-        if not hasattr(head, "stream"):
-            raise AvlocError(f"{trained.source}: a {trained.config.model} model cannot stream (no stream())")
-        if not getattr(getattr(head, "memory", None), "causal", True):
-            raise AvlocError(f"{trained.source}: its memory reads future steps (causal=False) and cannot stream")
-        self.device = torch.device(device)
+        refusal = head.stream_refusal()
+        if stream and refusal is not None:
+            raise AvlocError(f"{trained.source}: a {trained.config.model} model cannot stream: {refusal}")
+        self.device, self.streams = torch.device(device), stream
         self.trained, self.head = trained, head.to(self.device).eval()
         self.visual_encoder, self.audio_encoder, self.mel = trained.encoders(self.device)
         self.fps, self.frame_size, self.classes = trained.config.fps, trained.config.size, trained.classes
-        self.state = head.init_state()
+        self.reset()
 
     def reset(self) -> None:
         """Forget the past: the next step starts a new stream."""
-        self.state = self.head.init_state()
+        self.state = self.head.init_state() if self.streams else None
 
     @torch.no_grad()
     def encode_visual(self, frames: torch.Tensor) -> torch.Tensor:
@@ -86,8 +90,17 @@ class Localizer:
         """Advance the memory by N consecutive steps of encoded features ``(N, Cv, h, w)``,
         ``(N, Ca, m, n)``: heat maps ``(N, h, w)`` and class probabilities ``(N, K)``, equal to
         N calls of :meth:`step` (one masked attention instead of N)."""
+        if not self.streams:
+            raise AvlocError("this Localizer was made with stream=False: pass the whole clip to whole()")
         output, self.state = self.head.stream(visual[None], audio[None], self.state)  # one stream of N steps
-        return output.heatmap[0].cpu(), output.logits[0].softmax(-1).cpu()
+        return _read(output)
+
+    @torch.no_grad()
+    def whole(self, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every step of one clip at once, encoded ``(N, Cv, h, w)``, ``(N, Ca, m, n)``: heat maps
+        ``(N, h, w)`` and class probabilities ``(N, K)`` (``(N, 0)`` without a classifier), as the
+        model's ``forward`` gives them; the stream's state is left as it was."""
+        return _read(self.head(visual=visual[None].to(self.device), audio=audio[None].to(self.device)))
 
     def step(self, visual: torch.Tensor, audio: torch.Tensor) -> StepResult:
         """Advance the memory by one step of encoded features ``(Cv, h, w)``, ``(Ca, m, n)``."""
@@ -99,3 +112,12 @@ class Localizer:
         at ``mel.sample_rate`` centred on the frame's time."""
         visual, audio = self.encode(frame[None], segment[None])  # a batch of one step
         return self.step(visual[0], audio[0])
+
+
+def _read(output: AVOutput) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heat maps ``(N, h, w)`` and class probabilities ``(N, K)`` of a one-clip output
+    (``(N, 0)`` for a model without a classifier)."""
+    heatmaps = output.heatmap[0].cpu()  # (1, N, h, w) -> (N, h, w)
+    if output.logits is None:
+        return heatmaps, torch.zeros(heatmaps.shape[0], 0)
+    return heatmaps, output.logits[0].softmax(-1).cpu()  # (1, N, K) -> (N, K)

@@ -30,9 +30,3 @@ def classification_loss(output: AVOutput, batch: dict, supervision: str) -> torc
     if supervision == "segment":
         return segment_loss(output, batch["step_labels"])
     raise ValueError(f"supervision {supervision!r} needs the model's own loss; classification takes video or segment")
-
-
-def training_loss(model: torch.nn.Module, output: AVOutput, batch: dict, supervision: str) -> torch.Tensor:
-    """The model's own ``loss(output, batch, supervision)`` when it defines one, else classification."""
-    own = getattr(model, "loss", None)
-    return own(output, batch, supervision) if own is not None else classification_loss(output, batch, supervision)

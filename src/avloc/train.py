@@ -47,7 +47,7 @@ from avloc.data.manifest import ClipRecord, NativeDataset
 from avloc.data.sources import load_dataset, open_features
 from avloc.data.windows import FeatureWindows, VideoWindows
 from avloc.extract import mel_config_for
-from avloc.losses import AUTO, SUPERVISIONS, training_loss
+from avloc.losses import AUTO, SUPERVISIONS
 from avloc.models import create_model, model_accepts
 from avloc.models._registry import check_options, convert_value
 from avloc.models.encoders import RANDOM, create_encoder, default_weights, weights_name
@@ -329,7 +329,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         batch = _to(batch, device)
         local = len(batch["label"])
         share = local / distributed.all_reduce_sum([local])[0]  # this process's fraction of the global batch
-        loss = training_loss(core, model(**_inputs(batch)), batch, supervision)
+        loss = core.loss(model(**_inputs(batch)), batch, supervision)
         if not torch.isfinite(loss):
             raise AvlocError(f"the training loss became {loss.item()} (try a lower --lr)")
         optimizer.zero_grad(set_to_none=True)
@@ -388,7 +388,7 @@ def validate(model: nn.Module, loader: DataLoader, supervision: str, device: tor
     for batch in loader:
         batch = _to(batch, device)
         output = model(**_inputs(batch))
-        loss_sum, batches = loss_sum + training_loss(model, output, batch, supervision).item(), batches + 1
+        loss_sum, batches = loss_sum + model.loss(output, batch, supervision).item(), batches + 1
         if supervision == "segment" and output.logits is not None:
             correct += int((output.logits.argmax(-1) == batch["step_labels"]).sum())  # (B, T) per step
             total += batch["step_labels"].numel()
@@ -461,7 +461,7 @@ def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device
     config = resolve_weights(config)
     torch.manual_seed(config.seed)
     core = build_model(config, classes, with_encoders=config.features is None).to(device)
-    supported = getattr(core, "supervisions", ("video", "segment"))
+    supported = core.supervisions
     config = replace(config, supervision=resolve_supervision(config.supervision, supported, dataset.split("train")))
     train_set, val_set = _datasets(config, dataset)
     if config.supervision not in supported:

@@ -1,7 +1,7 @@
 """The registry of localisation-model builders: ``register_model``, ``create_model``, ``list_models``.
 
-A builder is a plain function with explicit typed keyword arguments that returns an ``nn.Module``
-whose ``forward`` returns :class:`avloc.types.AVOutput`. Every builder accepts at least
+A builder is a plain function with explicit typed keyword arguments that returns a
+:class:`avloc.models.contract.LocalizationModel` (the contract every command relies on). Every builder accepts at least
 ``visual_channels``, ``audio_channels`` and ``num_classes`` (the tests build every registered
 model with these alone). Importing :mod:`avloc.models` registers every model.
 
@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from torch import nn
 
+from avloc.models.contract import LocalizationModel
 from avloc.types import AvlocError
 
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
@@ -50,7 +51,7 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, **kwargs: Any) -> LocalizationModel:
     """Build the model ``name`` with the builder's keyword arguments, checked by its type hints.
 
     Raises:
@@ -64,7 +65,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         inspect.signature(builder).bind(**kwargs)
     except TypeError as error:
         raise AvlocError(f"model {name!r}: {error}") from None
-    return builder(**kwargs)
+    model = builder(**kwargs)
+    if not isinstance(model, LocalizationModel):
+        raise TypeError(f"model {name!r}: its builder returned a {type(model).__name__}, not a LocalizationModel")
+    return model
 
 
 def check_options(name: str, options: Mapping[str, object], *, parse_strings: bool = False,

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Literal
 import torch
-from torch import nn
 
 from avloc.cross_modal import euclidean_distance
 from avloc.models._registry import register_model
+from avloc.models.contract import LocalizationModel
 from avloc.models.ave import check_positive
 from avloc.models.blocks import MLP, POOLS, check_choice, check_features, spatial_pool
 from avloc.types import AVOutput, AvlocError
@@ -59,7 +59,7 @@ def contrastive_pairs(
     return distance, target
 
 
-class AVDLN(nn.Module):
+class AVDLN(LocalizationModel):
     """Audio-visual distance learning network on feature maps.
 
     ``forward(visual (B, T, Cv, h, w), audio (B, T, Ca, m, n)) -> AVOutput`` with ``heatmap

@@ -20,6 +20,7 @@ from torch import nn
 
 from avloc.losses import classification_loss
 from avloc.models._registry import register_model
+from avloc.models.contract import LocalizationModel
 from avloc.models.blocks import POOLS, SequenceLSTM, check_choice, check_features, spatial_pool
 from avloc.types import AVOutput, AvlocError
 
@@ -168,7 +169,7 @@ def average_probabilities(logits: list[torch.Tensor]) -> torch.Tensor:
     return torch.logsumexp(log_probabilities, dim=0) - math.log(len(logits))
 
 
-class AVE(nn.Module):
+class AVE(LocalizationModel):
     """AVE on feature maps: audio-guided visual attention, a BiLSTM per modality, fusion, classifier.
 
     ``forward(visual (B, T, Cv, h, w), audio (B, T, Ca, m, n)) -> AVOutput`` with ``heatmap

@@ -19,6 +19,7 @@ from torch import nn
 
 from avloc.losses import classification_loss
 from avloc.models._registry import register_model
+from avloc.models.contract import LocalizationModel
 from avloc.models.blocks import MLP, POOLS, SequenceLSTM, check_choice, check_features, spatial_pool
 from avloc.types import AVOutput, AvlocError
 
@@ -205,7 +206,7 @@ def avtgml_loss(visual: torch.Tensor, audio: torch.Tensor, margin: float = 0.7) 
     return F.relu(d_neg - d_pos + margin).mean()
 
 
-class AVFBNet(nn.Module):
+class AVFBNet(LocalizationModel):
     """AVFB + SWAB on feature maps: supervised, weakly-supervised and unsupervised localisation.
 
     ``forward(visual (B, T, Cv, h, w), audio (B, T, Ca, m, n)) -> AVOutput`` with

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 import torch
-from torch import nn
 
 from avloc.models._registry import register_model
+from avloc.models.contract import LocalizationModel
 from avloc.models.blocks import POOLS, Projection, check_choice, check_features, spatial_pool
 from avloc.models.contrastive import (
     check_self_supervision,
@@ -24,7 +24,7 @@ from avloc.models.contrastive import (
 from avloc.types import AVOutput
 
 
-class EZVSL(nn.Module):
+class EZVSL(LocalizationModel):
     """EZ-VSL on feature maps, one (frame, audio) pair per step.
 
     ``forward(visual (B, T, Cv, h, w), audio (B, T, Ca, m, n)) -> AVOutput`` with

@@ -11,9 +11,9 @@ from typing import Literal
 import os
 
 import torch
-from torch import nn
 
 from avloc.models._registry import register_model
+from avloc.models.contract import LocalizationModel
 from avloc.models.blocks import (
     MLP,
     POOLS,
@@ -32,7 +32,7 @@ from avloc.types import AVOutput, AvlocError
 TEMPORAL_POOLS = ("max", "mean")
 
 
-class STM(nn.Module):
+class STM(LocalizationModel):
     """Space-Time Memory Network on feature maps (optionally with its encoders).
 
     ``forward(visual (B, T, Cv, h, w), audio (B, T, Ca, m, n)) -> AVOutput`` with
@@ -198,6 +198,10 @@ class STM(nn.Module):
         ``logmel (B, T, 1, M, F)`` when the model holds encoders (one of each modality)."""
         visual, audio = self._features(visual, audio, frames, logmel)
         return self._run(visual, audio)[0]
+
+    def stream_refusal(self) -> str | None:
+        """A causal memory streams (a bank of the last K steps); a symmetric one reads the future."""
+        return None if self.memory.causal else "its memory reads future steps (causal=False)"
 
     def init_state(self) -> MemoryBank:
         """The empty memory of a new stream for :meth:`step`."""

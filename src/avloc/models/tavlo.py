@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avloc.models._registry import register_model
+from avloc.models.contract import LocalizationModel
 from avloc.models.blocks import MLP, Projection, check_choice, check_features
 from avloc.models.contrastive import (
     NEGATIVE_POOLS,
@@ -102,7 +103,7 @@ class ASTBlock(nn.Module):
         return x
 
 
-class TAVLO(nn.Module):
+class TAVLO(LocalizationModel):
     """TAVLO on feature maps: AST blocks over [audio token; h*w visual tokens] of every frame.
 
     ``forward(visual (B, T, Cv, h, w), audio (B, T, Ca, m, n)) -> AVOutput`` with
