@@ -1,9 +1,11 @@
 """The registry of localisation-model builders: ``register_model``, ``create_model``, ``list_models``.
 
-A builder is a plain function with explicit typed keyword arguments that returns a
-:class:`avloc.models.contract.LocalizationModel` (the contract every command relies on). Every builder accepts at least
-``visual_channels``, ``audio_channels`` and ``num_classes`` (the tests build every registered
-model with these alone). Importing :mod:`avloc.models` registers every model.
+A builder is a function with explicit typed keyword arguments that returns a
+:class:`avloc.models.contract.LocalizationModel` (the contract every command relies on), or a
+``LocalizationModel`` subclass itself: a class whose constructor is the builder is registered
+directly, and its options are the keyword arguments of its ``__init__``. Every builder accepts at
+least ``visual_channels``, ``audio_channels`` and ``num_classes`` (the tests build every
+registered model with these alone). Importing :mod:`avloc.models` registers every model.
 
 A builder's type hints are its options' types: :func:`create_model` and :func:`check_options`
 refuse a value of another type with a one-line :class:`AvlocError` naming the model, the option,
@@ -35,7 +37,8 @@ _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register ``builder`` as the model ``name``; a duplicate name raises ValueError."""
+    """Decorator: register ``builder`` (a function or a LocalizationModel subclass) as the model ``name``;
+    a duplicate name raises ValueError."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _MODELS:
@@ -62,7 +65,7 @@ def create_model(name: str, **kwargs: Any) -> LocalizationModel:
     builder = _builder(name)
     kwargs = check_options(name, kwargs)
     try:
-        inspect.signature(builder).bind(**kwargs)
+        _signature(builder)[0].bind(**kwargs)
     except TypeError as error:
         raise AvlocError(f"model {name!r}: {error}") from None
     model = builder(**kwargs)
@@ -111,9 +114,15 @@ def check_options(name: str, options: Mapping[str, object], *, parse_strings: bo
 
 def option_types(name: str) -> dict[str, object]:
     """Every keyword argument of model ``name``'s builder -> its type hint (``Any`` if none)."""
-    builder = _builder(name)
-    hints = get_type_hints(builder)
-    return {key: hints.get(key, Any) for key in inspect.signature(builder).parameters}
+    signature, hints = _signature(_builder(name))
+    return {key: hints.get(key, Any) for key in signature.parameters}
+
+
+def _signature(builder: Callable[..., nn.Module]) -> tuple[inspect.Signature, dict[str, Any]]:
+    """The signature of ``builder`` and its type hints: a function's own, or a class's
+    constructor's (without ``self``)."""
+    hinted = builder.__init__ if isinstance(builder, type) else builder
+    return inspect.signature(builder), get_type_hints(hinted)
 
 
 def _builder(name: str) -> Callable[..., nn.Module]:
@@ -124,7 +133,7 @@ def _builder(name: str) -> Callable[..., nn.Module]:
 
 def model_accepts(name: str, argument: str) -> bool:
     """Whether the builder of model ``name`` takes the keyword ``argument`` (False if unknown)."""
-    return name in _MODELS and argument in inspect.signature(_MODELS[name]).parameters
+    return name in _MODELS and argument in _signature(_MODELS[name])[0].parameters
 
 
 # ---------------------------------------------------------------------------------------

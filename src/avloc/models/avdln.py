@@ -16,8 +16,7 @@ import torch
 from avloc.cross_modal import euclidean_distance
 from avloc.models._registry import register_model
 from avloc.models.contract import LocalizationModel
-from avloc.models.ave import check_positive
-from avloc.models.blocks import MLP, POOLS, check_choice, check_features, spatial_pool
+from avloc.models.blocks import MLP, POOLS, check_choice, check_features, check_positive, spatial_pool
 from avloc.types import AVOutput, AvlocError
 
 SUPERVISIONS = ("segment", "self")
@@ -59,6 +58,7 @@ def contrastive_pairs(
     return distance, target
 
 
+@register_model("avdln")
 class AVDLN(LocalizationModel):
     """Audio-visual distance learning network on feature maps.
 
@@ -102,7 +102,7 @@ class AVDLN(LocalizationModel):
         hidden: int = 128,
         embedding: int = 64,
         margin: float = 2.0,
-        pool: str = "mean",
+        pool: Literal[POOLS] = "mean",
         batch_negatives: bool = True,
     ) -> None:
         super().__init__()
@@ -138,28 +138,3 @@ class AVDLN(LocalizationModel):
             synchronized = torch.ones(audio.shape[:2], dtype=torch.bool, device=audio.device)  # (B, T)
         distance, target = contrastive_pairs(audio, visual, synchronized, self.batch_negatives)
         return contrastive_loss(distance, target, self.margin)
-
-
-@register_model("avdln")
-def avdln(
-    *,
-    visual_channels: int,
-    audio_channels: int,
-    num_classes: int,
-    hidden: int = 128,
-    embedding: int = 64,
-    margin: float = 2.0,
-    pool: Literal[POOLS] = "mean",
-    batch_negatives: bool = True,
-) -> AVDLN:
-    """Build AVDLN (see :class:`AVDLN` for every argument and default)."""
-    return AVDLN(
-        visual_channels=visual_channels,
-        audio_channels=audio_channels,
-        num_classes=num_classes,
-        hidden=hidden,
-        embedding=embedding,
-        margin=margin,
-        pool=pool,
-        batch_negatives=batch_negatives,
-    )

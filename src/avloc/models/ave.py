@@ -21,18 +21,11 @@ from torch import nn
 from avloc.losses import classification_loss
 from avloc.models._registry import register_model
 from avloc.models.contract import LocalizationModel
-from avloc.models.blocks import POOLS, SequenceLSTM, check_choice, check_features, spatial_pool
-from avloc.types import AVOutput, AvlocError
+from avloc.models.blocks import POOLS, SequenceLSTM, check_choice, check_features, check_positive, spatial_pool
+from avloc.types import AVOutput
 
 FUSIONS = ("concat", "additive", "gated", "dmrn")
 TEMPORAL_POOLS = ("mean", "max")
-
-
-def check_positive(**values: int) -> None:
-    """Raise AvlocError unless every keyword's value is >= 1."""
-    for name, value in values.items():
-        if value < 1:
-            raise AvlocError(f"{name} must be >= 1, got {value}")
 
 
 class AudioGuidedAttention(nn.Module):
@@ -169,6 +162,7 @@ def average_probabilities(logits: list[torch.Tensor]) -> torch.Tensor:
     return torch.logsumexp(log_probabilities, dim=0) - math.log(len(logits))
 
 
+@register_model("ave")
 class AVE(LocalizationModel):
     """AVE on feature maps: audio-guided visual attention, a BiLSTM per modality, fusion, classifier.
 
@@ -217,14 +211,14 @@ class AVE(LocalizationModel):
         visual_channels: int,
         audio_channels: int,
         num_classes: int,
-        fusion: str = "dmrn",
+        fusion: Literal[FUSIONS] = "dmrn",
         members: int = 1,
         attention_channels: int = 512,
         attention_hidden: int = 49,
         lstm_hidden: int = 128,
         dmrn_blocks: int = 1,
-        audio_pool: str = "mean",
-        temporal_pool: str = "mean",
+        audio_pool: Literal[POOLS] = "mean",
+        temporal_pool: Literal[TEMPORAL_POOLS] = "mean",
     ) -> None:
         super().__init__()
         check_choice("fusion", fusion, FUSIONS)
@@ -264,35 +258,6 @@ class AVE(LocalizationModel):
     def loss(self, output: AVOutput, batch: dict, supervision: str) -> torch.Tensor:
         """Cross-entropy on the step logits ("segment") or on the MIL video logits ("video")."""
         return classification_loss(output, batch, supervision)
-
-
-@register_model("ave")
-def ave(
-    *,
-    visual_channels: int,
-    audio_channels: int,
-    num_classes: int,
-    fusion: Literal[FUSIONS] = "dmrn",
-    attention_channels: int = 512,
-    attention_hidden: int = 49,
-    lstm_hidden: int = 128,
-    dmrn_blocks: int = 1,
-    audio_pool: Literal[POOLS] = "mean",
-    temporal_pool: Literal[TEMPORAL_POOLS] = "mean",
-) -> AVE:
-    """Build AVE with one ``fusion`` ("concat", "additive", "gated" or ["dmrn"]); see :class:`AVE`."""
-    return AVE(
-        visual_channels=visual_channels,
-        audio_channels=audio_channels,
-        num_classes=num_classes,
-        fusion=fusion,
-        attention_channels=attention_channels,
-        attention_hidden=attention_hidden,
-        lstm_hidden=lstm_hidden,
-        dmrn_blocks=dmrn_blocks,
-        audio_pool=audio_pool,
-        temporal_pool=temporal_pool,
-    )
 
 
 @register_model("dmrfe")

@@ -20,7 +20,15 @@ from torch import nn
 from avloc.losses import classification_loss
 from avloc.models._registry import register_model
 from avloc.models.contract import LocalizationModel
-from avloc.models.blocks import MLP, POOLS, SequenceLSTM, check_choice, check_features, spatial_pool
+from avloc.models.blocks import (
+    MLP,
+    POOLS,
+    SequenceLSTM,
+    check_choice,
+    check_features,
+    check_positive,
+    spatial_pool,
+)
 from avloc.types import AVOutput, AvlocError
 
 SEGMENT_POOLS = ("mean+max", "mean", "max")  # SWAB's global pooling over segments (Table 3)
@@ -206,6 +214,7 @@ def avtgml_loss(visual: torch.Tensor, audio: torch.Tensor, margin: float = 0.7) 
     return F.relu(d_neg - d_pos + margin).mean()
 
 
+@register_model("avfb")
 class AVFBNet(LocalizationModel):
     """AVFB + SWAB on feature maps: supervised, weakly-supervised and unsupervised localisation.
 
@@ -258,17 +267,14 @@ class AVFBNet(LocalizationModel):
         hidden: int = 128,
         mfb_factor: int = 5,
         mfb_out: int = 1000,
-        segment_pool: str = "mean+max",
-        audio_pool: str = "mean",
+        segment_pool: Literal[SEGMENT_POOLS] = "mean+max",
+        audio_pool: Literal[POOLS] = "mean",
         rescale_segments: bool = True,
         margin: float = 0.7,
     ) -> None:
         super().__init__()
-        sizes = {"visual_channels": visual_channels, "audio_channels": audio_channels, "num_classes": num_classes,
-                 "hidden": hidden, "mfb_factor": mfb_factor, "mfb_out": mfb_out}
-        for name, value in sizes.items():
-            if value < 1:
-                raise AvlocError(f"{name} must be >= 1, got {value}")
+        check_positive(visual_channels=visual_channels, audio_channels=audio_channels, num_classes=num_classes,
+                       hidden=hidden, mfb_factor=mfb_factor, mfb_out=mfb_out)
         check_choice("segment_pool", segment_pool, SEGMENT_POOLS)
         check_choice("audio_pool", audio_pool, POOLS)
         if not margin >= 0:
@@ -301,32 +307,3 @@ class AVFBNet(LocalizationModel):
             return avtgml_loss(output.embeddings["visual_segments"], output.embeddings["audio_segments"], self.margin)
         return classification_loss(output, batch, supervision)
 
-
-
-@register_model("avfb")
-def avfb(
-    *,
-    visual_channels: int,
-    audio_channels: int,
-    num_classes: int,
-    hidden: int = 128,
-    mfb_factor: int = 5,
-    mfb_out: int = 1000,
-    segment_pool: Literal[SEGMENT_POOLS] = "mean+max",
-    audio_pool: Literal[POOLS] = "mean",
-    rescale_segments: bool = True,
-    margin: float = 0.7,
-) -> AVFBNet:
-    """Build AVFB + SWAB on feature maps (see :class:`AVFBNet` for every argument and default)."""
-    return AVFBNet(
-        visual_channels=visual_channels,
-        audio_channels=audio_channels,
-        num_classes=num_classes,
-        hidden=hidden,
-        mfb_factor=mfb_factor,
-        mfb_out=mfb_out,
-        segment_pool=segment_pool,
-        audio_pool=audio_pool,
-        rescale_segments=rescale_segments,
-        margin=margin,
-    )

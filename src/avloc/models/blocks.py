@@ -24,6 +24,13 @@ def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
         raise AvlocError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
 
 
+def check_positive(**values: int) -> None:
+    """Raise AvlocError unless every keyword's value is >= 1."""
+    for name, value in values.items():
+        if value < 1:
+            raise AvlocError(f"{name} must be >= 1, got {value}")
+
+
 def spatial_pool(x: torch.Tensor, kind: str = "max") -> torch.Tensor:
     """Global pooling phi over the two last (spatial) dims: ``(..., C, h, w) -> (..., C)``."""
     if kind == "max":

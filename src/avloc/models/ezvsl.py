@@ -24,6 +24,7 @@ from avloc.models.contrastive import (
 from avloc.types import AVOutput
 
 
+@register_model("ezvsl")
 class EZVSL(LocalizationModel):
     """EZ-VSL on feature maps, one (frame, audio) pair per step.
 
@@ -49,7 +50,7 @@ class EZVSL(LocalizationModel):
     - Heat map: the plain cosine similarity in [-1, 1] (the authors divide it by the temperature,
       which the evaluation's min-max normalisation cancels). The object-guided refinement of
       the paper (EZ-VSL + OGL, mixing in a map of visual objectness) is not part of this model.
-    - No classifier: ``num_classes`` is accepted by the builder (the model contract) and unused;
+    - No classifier: ``num_classes`` is accepted (the model contract) and unused;
       ``supervisions = ("self",)``.
     """
 
@@ -60,10 +61,11 @@ class EZVSL(LocalizationModel):
         *,
         visual_channels: int,
         audio_channels: int,
+        num_classes: int | None = None,
         channels: int = 512,
         projection_layers: int = 1,
         norm: bool = False,
-        pool: str = "max",
+        pool: Literal[POOLS] = "max",
         temperature: float = 0.03,
     ) -> None:
         super().__init__()
@@ -94,27 +96,3 @@ class EZVSL(LocalizationModel):
         audio = output.embeddings["audio"].flatten(0, 1)  # (B, T, C) -> (B*T, C)
         visual = output.embeddings["visual"].flatten(0, 1)  # (B, T, C, h, w) -> (B*T, C, h, w)
         return ezvsl_loss(audio, visual, self.temperature)
-
-
-@register_model("ezvsl")
-def ezvsl(
-    *,
-    visual_channels: int,
-    audio_channels: int,
-    num_classes: int,
-    channels: int = 512,
-    projection_layers: int = 1,
-    norm: bool = False,
-    pool: Literal[POOLS] = "max",
-    temperature: float = 0.03,
-) -> EZVSL:
-    """Build EZ-VSL on feature maps (see :class:`EZVSL`; ``num_classes`` is unused: no classifier)."""
-    return EZVSL(
-        visual_channels=visual_channels,
-        audio_channels=audio_channels,
-        channels=channels,
-        projection_layers=projection_layers,
-        norm=norm,
-        pool=pool,
-        temperature=temperature,
-    )

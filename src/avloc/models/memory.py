@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from avloc.models.blocks import POOLS, check_choice, cross_modal_attention, spatial_pool
+from avloc.models.blocks import POOLS, check_choice, check_positive, cross_modal_attention, spatial_pool
 from avloc.types import AvlocError
 
 VARIANTS = ("c+u", "u", "none")
@@ -181,8 +181,7 @@ class SpaceTimeMemory(nn.Module):
         super().__init__()
         check_choice("variant", variant, VARIANTS)
         check_choice("pool", pool, POOLS)
-        if memory_size < 1:
-            raise AvlocError(f"memory_size must be >= 1, got {memory_size}")
+        check_positive(memory_size=memory_size)
         self.variant, self.memory_size, self.causal, self.pool = variant, memory_size, causal, pool
         self.spatial_temperature, self.spatial_similarity = spatial_temperature, spatial_similarity
 

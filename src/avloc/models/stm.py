@@ -22,6 +22,7 @@ from avloc.models.blocks import (
     affinity_propagation,
     check_choice,
     check_features,
+    check_positive,
     cross_modal_attention,
     spatial_pool,
 )
@@ -32,6 +33,7 @@ from avloc.types import AVOutput, AvlocError
 TEMPORAL_POOLS = ("max", "mean")
 
 
+@register_model("stm")
 class STM(LocalizationModel):
     """Space-Time Memory Network on feature maps (optionally with its encoders).
 
@@ -39,6 +41,10 @@ class STM(LocalizationModel):
     ``heatmap (B, T, h, w)`` (softmax over positions), ``logits (B, T, K)``,
     ``video_logits (B, K)`` and ``embeddings``: ``"audio"`` phi(hat x_a) ``(B, T, C)``,
     ``"audio_visual"`` sum_ij hat x_av ``(B, T, C)``, ``"alpha"`` the line-4 map ``(B, T, h, w)``.
+
+    On features: give ``visual_channels`` and ``audio_channels`` (the encoders' C). End to end:
+    give ``visual_encoder`` / ``audio_encoder`` names (and ``visual_weights`` / ``audio_weights``,
+    see :func:`avloc.models.encoders.create_encoder`); the channels then default to theirs.
 
     Choices where the paper is vague (defaults in brackets):
 
@@ -120,40 +126,46 @@ class STM(LocalizationModel):
     def __init__(
         self,
         *,
-        visual_channels: int,
-        audio_channels: int,
+        visual_channels: int | None = None,
+        audio_channels: int | None = None,
         num_classes: int,
         channels: int = 256,
-        variant: str = "c+u",
+        variant: Literal[VARIANTS] = "c+u",
         memory_size: int = 3,
         heads: int = 1,
         causal: bool = True,
         norm: bool = True,
         projection_layers: int = 2,
-        pool: str = "max",
-        temporal_pool: str = "max",
+        pool: Literal[POOLS] = "max",
+        temporal_pool: Literal[TEMPORAL_POOLS] = "max",
         spatial_temperature: float | None = None,
-        spatial_similarity: str = "cosine",
+        spatial_similarity: Literal[SIMILARITIES] = "cosine",
         audio_dropout: float = 0.5,
         affinity_temperature: float | None = 0.1,
-        visual_encoder: Encoder | None = None,
-        audio_encoder: Encoder | None = None,
+        visual_encoder: str | None = None,
+        audio_encoder: str | None = None,
+        visual_weights: str | os.PathLike | None = None,
+        audio_weights: str | os.PathLike | None = None,
         train_visual: bool = False,
         train_audio: bool = True,
     ) -> None:
         super().__init__()
         check_choice("pool", pool, POOLS)
         check_choice("temporal_pool", temporal_pool, TEMPORAL_POOLS)
-        if num_classes < 1:
-            raise AvlocError(f"num_classes must be >= 1, got {num_classes}")
-        for encoder, expected, what in ((visual_encoder, visual_channels, "visual"),
-                                        (audio_encoder, audio_channels, "audio")):
+        check_positive(num_classes=num_classes)
+        visual = create_encoder(visual_encoder, visual_weights) if visual_encoder is not None else None
+        audio = create_encoder(audio_encoder, audio_weights) if audio_encoder is not None else None
+        visual_channels = visual_channels if visual_channels is not None else getattr(visual, "out_channels", None)
+        audio_channels = audio_channels if audio_channels is not None else getattr(audio, "out_channels", None)
+        if visual_channels is None or audio_channels is None:
+            raise AvlocError("stm needs visual_channels and audio_channels (or visual_encoder and audio_encoder)")
+        for encoder, expected, what in ((visual, visual_channels, "visual"), (audio, audio_channels, "audio")):
             if encoder is not None and encoder.out_channels != expected:
                 raise AvlocError(f"{what}_channels={expected} but the {what} encoder gives {encoder.out_channels}")
         self.visual_channels, self.audio_channels, self.num_classes = visual_channels, audio_channels, num_classes
         self.pool, self.temporal_pool = pool, temporal_pool
         self.train_visual, self.train_audio = train_visual, train_audio
-        self.visual_encoder, self.audio_encoder = visual_encoder, audio_encoder
+        self.visual_encoder, self.audio_encoder = visual, audio
         for encoder in self._frozen_encoders():
             encoder.requires_grad_(False).eval()
         self.visual_projection = Projection(visual_channels, channels, layers=projection_layers, norm=norm)
@@ -309,65 +321,3 @@ class STM(LocalizationModel):
         with torch.set_grad_enabled(trained and torch.is_grad_enabled()):
             maps = encoder(raw.flatten(0, 1))  # (B*T, channels, H, W) -> (B*T, C, h, w)
         return maps.unflatten(0, raw.shape[:2])  # (B*T, C, h, w) -> (B, T, C, h, w)
-
-
-@register_model("stm")
-def stm(
-    *,
-    visual_channels: int | None = None,
-    audio_channels: int | None = None,
-    num_classes: int,
-    channels: int = 256,
-    variant: Literal[VARIANTS] = "c+u",
-    memory_size: int = 3,
-    heads: int = 1,
-    causal: bool = True,
-    norm: bool = True,
-    projection_layers: int = 2,
-    pool: Literal[POOLS] = "max",
-    temporal_pool: Literal[TEMPORAL_POOLS] = "max",
-    spatial_temperature: float | None = None,
-    spatial_similarity: Literal[SIMILARITIES] = "cosine",
-    audio_dropout: float = 0.5,
-    affinity_temperature: float | None = 0.1,
-    visual_encoder: str | None = None,
-    audio_encoder: str | None = None,
-    visual_weights: str | os.PathLike | None = None,
-    audio_weights: str | os.PathLike | None = None,
-    train_visual: bool = False,
-    train_audio: bool = True,
-) -> STM:
-    """Build STM (see :class:`STM` for every argument and default).
-
-    On features: give ``visual_channels`` and ``audio_channels`` (the encoders' C). End to end:
-    give ``visual_encoder`` / ``audio_encoder`` names (and weights, see
-    :func:`avloc.models.encoders.create_encoder`); the channels then default to theirs.
-    """
-    visual = create_encoder(visual_encoder, visual_weights) if visual_encoder is not None else None
-    audio = create_encoder(audio_encoder, audio_weights) if audio_encoder is not None else None
-    visual_channels = visual_channels if visual_channels is not None else getattr(visual, "out_channels", None)
-    audio_channels = audio_channels if audio_channels is not None else getattr(audio, "out_channels", None)
-    if visual_channels is None or audio_channels is None:
-        raise AvlocError("stm needs visual_channels and audio_channels (or visual_encoder and audio_encoder)")
-    return STM(
-        visual_channels=visual_channels,
-        audio_channels=audio_channels,
-        num_classes=num_classes,
-        channels=channels,
-        variant=variant,
-        memory_size=memory_size,
-        heads=heads,
-        causal=causal,
-        norm=norm,
-        projection_layers=projection_layers,
-        pool=pool,
-        temporal_pool=temporal_pool,
-        spatial_temperature=spatial_temperature,
-        spatial_similarity=spatial_similarity,
-        audio_dropout=audio_dropout,
-        affinity_temperature=affinity_temperature,
-        visual_encoder=visual,
-        audio_encoder=audio,
-        train_visual=train_visual,
-        train_audio=train_audio,
-    )

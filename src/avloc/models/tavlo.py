@@ -31,7 +31,7 @@ from torch import nn
 
 from avloc.models._registry import register_model
 from avloc.models.contract import LocalizationModel
-from avloc.models.blocks import MLP, Projection, check_choice, check_features
+from avloc.models.blocks import MLP, Projection, check_choice, check_features, check_positive
 from avloc.models.contrastive import (
     NEGATIVE_POOLS,
     check_self_supervision,
@@ -103,6 +103,7 @@ class ASTBlock(nn.Module):
         return x
 
 
+@register_model("tavlo")
 class TAVLO(LocalizationModel):
     """TAVLO on feature maps: AST blocks over [audio token; h*w visual tokens] of every frame.
 
@@ -148,7 +149,7 @@ class TAVLO(LocalizationModel):
       scored by the ``negative`` pool ["mean", the paper; "max" gives EZ-VSL's scoring], both
       directions summed, ``temperature`` tau [0.03, EZ-VSL's; the paper gives none]. A batch of
       one video has no negatives and a loss of exactly 0.
-    - No classifier: ``num_classes`` is accepted by the builder (the model contract) and unused;
+    - No classifier: ``num_classes`` is accepted (the model contract) and unused;
       ``supervisions = ("self",)``.
 
     Note: the loss as the paper defines it has two shortcuts that need no audio-visual
@@ -168,6 +169,7 @@ class TAVLO(LocalizationModel):
         *,
         visual_channels: int,
         audio_channels: int,
+        num_classes: int | None = None,
         channels: int = 256,
         temporal_channels: int = 32,
         depth: int = 2,
@@ -175,7 +177,7 @@ class TAVLO(LocalizationModel):
         mlp_ratio: float = 0.0,
         audio_kernel: Sequence[int] = (4, 2),
         temperature: float = 0.03,
-        negative: str = "mean",
+        negative: Literal[NEGATIVE_POOLS] = "mean",
     ) -> None:
         super().__init__()
         audio_kernel = tuple(audio_kernel)
@@ -235,8 +237,7 @@ def _check_options(
         raise AvlocError(f"channels must be a positive multiple of 4 (2-D sin-cos encoding), got {channels}")
     if temporal_channels < 2 or temporal_channels % 2:
         raise AvlocError(f"temporal_channels must be a positive even number, got {temporal_channels}")
-    if depth < 1:
-        raise AvlocError(f"depth must be >= 1, got {depth}")
+    check_positive(depth=depth)
     if heads < 1 or (channels + temporal_channels) % heads:
         width = channels + temporal_channels
         raise AvlocError(f"heads must divide channels + temporal_channels = {width}, got {heads}")
@@ -244,33 +245,3 @@ def _check_options(
         raise AvlocError(f"mlp_ratio must be >= 0, got {mlp_ratio}")
     if len(audio_kernel) != 2 or any(not isinstance(k, int) or k < 1 for k in audio_kernel):
         raise AvlocError(f"audio_kernel must be two positive integers (frequency, time), got {audio_kernel}")
-
-
-@register_model("tavlo")
-def tavlo(
-    *,
-    visual_channels: int,
-    audio_channels: int,
-    num_classes: int,
-    channels: int = 256,
-    temporal_channels: int = 32,
-    depth: int = 2,
-    heads: int = 8,
-    mlp_ratio: float = 0.0,
-    audio_kernel: Sequence[int] = (4, 2),
-    temperature: float = 0.03,
-    negative: Literal[NEGATIVE_POOLS] = "mean",
-) -> TAVLO:
-    """Build TAVLO on feature maps (see :class:`TAVLO`; ``num_classes`` is unused: no classifier)."""
-    return TAVLO(
-        visual_channels=visual_channels,
-        audio_channels=audio_channels,
-        channels=channels,
-        temporal_channels=temporal_channels,
-        depth=depth,
-        heads=heads,
-        mlp_ratio=mlp_ratio,
-        audio_kernel=audio_kernel,
-        temperature=temperature,
-        negative=negative,
-    )
