@@ -1,6 +1,8 @@
 """Every method on the same synthetic benchmark, same budget, 3 seeds: a Table-1-style comparison.
 
     python bench/compare.py [--clips 300] [--seeds 0 1 2] [--epochs 40] [--methods NAME ...]
+    python bench/compare.py --assets ASSETS --classes 20 --data-seed 11 --size 256 --seconds 4 \
+        --recipe default --work runs/ablation-composite
 
 Generates the benchmark and its feature cache once (kept in --work for reruns), trains every
 method with every seed on the same features with the same budget (epochs, batch 32, Adam
@@ -9,6 +11,11 @@ docs/results.md: per scenario cIoU@0.5, AUC, AP50, IoU@0.5, TN%, pointing and se
 accuracy, mean ± std over seeds, with random-map and centre-box rows. Each method trains with
 the weakest supervision it supports: video-level labels, or none ("self") for the
 self-supervised ones; the table says which. Finished runs in --work are reused.
+
+With ``--assets`` the benchmark is the composite one (``avloc synth --assets``) and the section is
+"Method comparison (composite benchmark)". ``--recipe default`` trains every method with what
+``avloc train --model M`` does with no other flag (its epochs, learning rate and, for STM, its
+default options) instead of --epochs / --lr and the former STM rows' audio dropout 1.0.
 """
 
 from __future__ import annotations
@@ -143,6 +150,14 @@ def write_results(title: str, work_json: Path, settings: str, reports: dict[str,
     update_section(title, body)
 
 
+def methods_for(recipe: str) -> dict[str, Method]:
+    """The rows of ``recipe``: "flags" (STM with audio dropout 1.0) or "default" (STM's defaults)."""
+    if recipe == "flags":
+        return METHODS
+    return {name: Method("stm", {"variant": method.options["variant"]}) if method.model == "stm" else method
+            for name, method in METHODS.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=300)
@@ -153,14 +168,25 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--size", type=int, default=128, help="frame size fed to the encoders")
     parser.add_argument("--work", default="runs/compare", help="folder for the data, cache and runs")
+    parser.add_argument("--assets", default=None, help="assets folder: the composite benchmark instead of shapes")
+    parser.add_argument("--classes", type=int, default=None, help="composite benchmark: sounding classes")
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length in seconds")
+    parser.add_argument("--recipe", choices=("flags", "default"), default="flags",
+                        help="flags: --epochs/--lr, STM audio dropout 1.0; default: avloc train's defaults")
     args = parser.parse_args()
     work = Path(args.work)
-    dataset, features = prepare(work, args.clips, args.data_seed, args.size)
-    methods = {name: METHODS[name] for name in args.methods}
-    reports, minutes = run(methods, dataset, features, work, args.seeds, args.epochs, args.lr, args.size)
-    settings = (f"{args.clips} synthetic clips (data seed {args.data_seed}), small-visual + small-audio features at "
-                f"{args.size} px, {args.epochs} epochs, Adam lr {args.lr}, batch 32, seeds {args.seeds}")
-    write_results("Method comparison (synthetic benchmark)", work / "compare.json", settings, reports, minutes,
+    dataset, features = prepare(work, args.clips, args.data_seed, args.size, args.assets, args.classes, args.seconds)
+    methods = {name: method for name, method in methods_for(args.recipe).items() if name in args.methods}
+    benchmark = "composite" if args.assets else "synthetic"
+    if args.recipe == "default":
+        reports, minutes = run(methods, dataset, features, work, args.seeds, None, None, args.size)
+        recipe = "avloc train's defaults for every method (no flag but --model and the STM variant)"
+    else:
+        reports, minutes = run(methods, dataset, features, work, args.seeds, args.epochs, args.lr, args.size)
+        recipe = f"{args.epochs} epochs, Adam lr {args.lr}, batch 32"
+    settings = (f"{args.clips} {benchmark} clips of {args.seconds:g} s (data seed {args.data_seed}), small-visual + "
+                f"small-audio features (their default weights) at {args.size} px, {recipe}, seeds {args.seeds}")
+    write_results(f"Method comparison ({benchmark} benchmark)", work / "compare.json", settings, reports, minutes,
                   {name: method.supervision for name, method in methods.items()})
 
 
