@@ -15,7 +15,7 @@ from avloc.data.sources import load_dataset
 from avloc.data.synth import generate_dataset
 from avloc.data.windows import FeatureWindows, VideoWindows, scaled_size
 from avloc.evaluate import SCENARIO_ROWS, Protocol, evaluate
-from avloc.extract import extract_features, mel_config_for
+from avloc.extract import extract_features
 from avloc.io.decode import read_clip
 from avloc.models.encoders import create_encoder
 from avloc.train import (
@@ -296,7 +296,7 @@ def test_training_augments_and_validation_does_not(bench, tmp_path):
 def test_video_augmentation_decodes_larger_and_crops_back(bench):
     dataset, _ = bench
     manifest = load_manifest(dataset)
-    records, mel = manifest.split("train")[:1], mel_config_for(create_encoder("small-audio"))
+    records, mel = manifest.split("train")[:1], create_encoder("small-audio").mel
     windows = VideoWindows(records, manifest.classes, steps=4, size=64, mel=mel, augment=True)
     windows.window_seed = 3
     sample = windows[0]

@@ -63,20 +63,6 @@ class ExtractResult:
     remaining: int  # clips of other shards still to do (0 once FILE.h5 is complete)
 
 
-def mel_config_for(encoder: Encoder) -> MelConfig:
-    """The log-mel settings an audio encoder's weights expect."""
-    spec = encoder.input_spec
-    return MelConfig(
-        sample_rate=spec["sample_rate"],
-        n_mels=spec["n_mels"],
-        window_ms=spec["window_ms"],
-        hop_ms=spec["hop_ms"],
-        fmin=spec["fmin"],
-        fmax=spec["fmax"],
-        log_offset=spec["log_offset"],
-    )
-
-
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` (0 <= I < N) -> ``(I, N)``."""
     try:
@@ -102,7 +88,7 @@ def _prepare(visual: str, audio: str, visual_weights: str | None, audio_weights:
     audio_encoder = create_encoder(audio, weights=audio_weights).to(device).eval()
     if visual_encoder.modality != "visual" or audio_encoder.modality != "audio":
         raise AvlocError(f"--visual must name a visual encoder and --audio an audio encoder, got {visual}, {audio}")
-    mel = mel_config_for(audio_encoder)
+    mel = audio_encoder.mel
     meta = CacheMeta(
         visual_encoder=visual,
         visual_weights=visual_encoder.weights_id,

@@ -18,7 +18,6 @@ from torch import nn
 from avloc.audio import MelConfig
 from avloc.checkpoint import load_checkpoint
 from avloc.data.cache import CacheMeta
-from avloc.extract import mel_config_for
 from avloc.io.decode import MAX_SIDE
 from avloc.models.encoders import Encoder, create_encoder, list_encoders
 from avloc.train import TrainConfig, build_model
@@ -72,7 +71,7 @@ class TrainedModel:
                     raise AvlocError(f"{self.source}: trained on {modality} features of weights {trained_on}, but "
                                      f"the encoder now has {encoder.weights_id}; pass the same weights or --features")
             built.append(encoder.to(device).eval())
-        return built[0], built[1], mel_config_for(built[1])
+        return built[0], built[1], built[1].mel
 
 
 def resolve_source(source: str | os.PathLike) -> Path:

@@ -46,7 +46,6 @@ from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.data.manifest import ClipRecord, NativeDataset
 from avloc.data.sources import load_dataset, open_features
 from avloc.data.windows import FeatureWindows, VideoWindows
-from avloc.extract import mel_config_for
 from avloc.losses import AUTO, SUPERVISIONS
 from avloc.models import create_model, model_accepts
 from avloc.models._registry import check_options, convert_value
@@ -295,7 +294,7 @@ def _datasets(config: TrainConfig, dataset: NativeDataset) -> tuple[Dataset, Dat
             raise AvlocError(f"{cache.path}: extracted at {cache.meta.fps} fps, the run uses {config.fps}")
         return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps, augment=config.augment),
                 FeatureWindows(cache, val_records, dataset.classes, steps=val_steps, random_window=False))
-    mel = mel_config_for(create_encoder(config.audio))
+    mel = create_encoder(config.audio).mel
     options = dict(fps=config.fps, size=config.size, mel=mel)
     return (VideoWindows(train_records, dataset.classes, steps=config.steps, augment=config.augment, **options),
             VideoWindows(val_records, dataset.classes, steps=val_steps, random_window=False, **options))

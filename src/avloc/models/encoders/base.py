@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from avloc.audio import MelConfig
 from avloc.models.encoders.weights import WeightSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -188,3 +189,10 @@ class AudioEncoder(Encoder):
         super().__init__()
         self.out_channels = out_channels
         self.input_spec = dict(VGGISH_INPUT_SPEC)
+
+    @property
+    def mel(self) -> MelConfig:
+        """The log-mel settings this encoder's weights expect (from its ``input_spec``)."""
+        spec = self.input_spec
+        return MelConfig(sample_rate=spec["sample_rate"], n_mels=spec["n_mels"], window_ms=spec["window_ms"],
+                         hop_ms=spec["hop_ms"], fmin=spec["fmin"], fmax=spec["fmax"], log_offset=spec["log_offset"])
