@@ -1,5 +1,6 @@
 """Overlay drawing, pixel by pixel, on small synthetic frames and maps."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -7,7 +8,7 @@ import torch
 from avloc.localize import upsample
 from avloc.localize_video import _annotations, _nearest_truth
 from avloc.render import (BOX_COLOUR, OPACITY, PEAK_COLOUR, TRUTH_COLOUR, _colour_table, annotated_frame,
-                          draw_boxes, draw_peak, heat_layer, heat_overlay, label_box)
+                          draw_boxes, draw_peak, heat_layer, heat_overlay, label_box, write_loss_curves)
 
 GREY = 100
 
@@ -138,3 +139,14 @@ def test_each_frame_shows_the_nearest_annotation_within_half_a_step():
     assert _nearest_truth(truth, 0.7, 0.125).tolist() == [[5, 5, 9, 9]]
     assert _nearest_truth(truth, 0.8, 0.125).shape == (0, 4)  # 0.175 away from every annotation
     assert _nearest_truth(truth, -1.0, 0.125).shape == (0, 4)
+
+
+def test_loss_curves_are_a_png_of_both_losses(tmp_path):
+    history = [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.5 / e} for e in (1, 2, 3)]
+    write_loss_curves(tmp_path / "loss.png", history, "run: loss")
+    image = cv2.imread(str(tmp_path / "loss.png"))
+    assert image is not None and image.shape == (400, 600, 3)  # 6 x 4 inches at 100 dpi
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png"]  # no temporary file left
+    blue_line = (np.abs(image.astype(int) - (180, 119, 31)).sum(-1) < 30).sum()  # matplotlib's C0, BGR
+    orange_line = (np.abs(image.astype(int) - (14, 127, 255)).sum(-1) < 30).sum()  # C1
+    assert blue_line > 100 and orange_line > 100

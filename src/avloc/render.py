@@ -1,4 +1,4 @@
-"""Pictures of localisation results: heat-map overlays with boxes and captions, contact sheets.
+"""Pictures of results: heat-map overlays with boxes and captions, contact sheets, loss curves.
 
 Frames are ``(H, W, 3)`` uint8 RGB; heat maps are low-resolution ``(h, w)`` maps, upsampled
 bilinearly (:func:`avloc.localize.upsample`) and min-max normalised per frame, as evaluated.
@@ -251,3 +251,25 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
         raise ValueError(f"{path}: PNG encoding failed")
     with atomic_path(path) as tmp:
         tmp.write_bytes(encoded.tobytes())
+
+
+def write_loss_curves(path: str | os.PathLike, history: Sequence[dict], title: str) -> None:
+    """Train and validation loss per epoch (``history`` rows with ``epoch``, ``train_loss``,
+    ``val_loss``) as a PNG plot, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    epochs = [row["epoch"] for row in history]
+    axis.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train")
+    axis.plot(epochs, [row["val_loss"] for row in history], marker="o", label="validation")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("loss")
+    axis.set_title(title)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100, format="png")
+    plt.close(figure)

@@ -50,6 +50,7 @@ from avloc.losses import AUTO, SUPERVISIONS
 from avloc.models import create_model, model_accepts
 from avloc.models._registry import check_options, convert_value
 from avloc.models.encoders import RANDOM, create_encoder, default_weights, weights_name
+from avloc.render import write_loss_curves
 from avloc.types import AvlocError
 
 log = logging.getLogger(__name__)
@@ -551,20 +552,4 @@ def _write_log(out: Path, history: list[dict]) -> None:
         writer = csv.DictWriter(rows, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(6, 4))
-    epochs = [row["epoch"] for row in history]
-    axis.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train")
-    axis.plot(epochs, [row["val_loss"] for row in history], marker="o", label="validation")
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("loss")
-    axis.set_title(f"{out.name}: loss")
-    axis.legend()
-    figure.tight_layout()
-    with atomic_path(out / "loss.png") as tmp:
-        figure.savefig(tmp, dpi=100)
-    plt.close(figure)
+    write_loss_curves(out / "loss.png", history, f"{out.name}: loss")
