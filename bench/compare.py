@@ -31,7 +31,8 @@ from avloc.data.composite import generate_composite
 from avloc.data.synth import generate_dataset
 from avloc.evaluate import SCENARIO_ROWS, evaluate
 from avloc.extract import extract_features
-from avloc.train import TrainConfig, fit
+from avloc.config import TrainConfig
+from avloc.train import fit
 from results_md import command, update_section
 
 METRICS = (("ciou_at", "cIoU@0.5"), ("auc", "AUC"), ("ap50", "AP50"), ("iou_at_0.5", "IoU@0.5"), ("tn_rate", "TN%"),

@@ -40,7 +40,7 @@ from avloc.io.decode import read_clip
 from avloc.localize_video import STAGES, localize_video
 from avloc.localizer import Localizer
 from avloc.models.encoders import create_encoder
-from avloc.train import TrainConfig, build_model
+from avloc.config import TrainConfig, build_model
 from results_md import command, update_section
 
 FPS, SIZE, BATCH = 4.0, 256, 16

@@ -40,7 +40,7 @@ from avloc.io.decode import probe
 from avloc.localize import normalize, upsample
 from avloc.metrics import ciou, gt_map, pointing_hit
 from avloc.models.blocks import similarity_logits, spatial_pool
-from avloc.train import TrainConfig, build_model
+from avloc.config import TrainConfig, build_model
 from results_md import RESULTS, command, update_section
 
 SIZE = 256  # evaluation grid, as avloc eval

@@ -40,7 +40,8 @@ from avloc.data.synth_scenes import RECIPES
 from avloc.evaluate import evaluate, format_table
 from avloc.extract import extract_features
 from avloc.models.encoders import create_encoder
-from avloc.train import TrainConfig, fit
+from avloc.config import TrainConfig
+from avloc.train import fit
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "src" / "avloc" / "models" / "default"
 CLIPS, DATA_SEED, CLASSES, SIZE, SECONDS = 300, 11, 20, 256, 4.0

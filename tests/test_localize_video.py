@@ -21,7 +21,8 @@ from avloc.localize import is_flat, upsample
 from avloc.localize_video import OUTPUTS, localize_video
 from avloc.localizer import Localizer
 from avloc.render import TRUTH_COLOUR
-from avloc.train import TrainConfig, fit
+from avloc.config import TrainConfig
+from avloc.train import fit
 from avloc.types import AvlocError
 
 

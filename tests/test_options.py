@@ -18,7 +18,7 @@ from avloc.cli import main
 from avloc.inference import DEFAULT_MODEL, load_trained
 from avloc.models import _registry, create_model
 from avloc.models._registry import check_options
-from avloc.train import CONFIG_NAME, TrainConfig, build_model, load_config, read_config_file, write_config_file
+from avloc.config import CONFIG_NAME, TrainConfig, build_model, load_config, read_config_file, write_config_file
 from avloc.types import AvlocError
 
 CHANNELS = dict(visual_channels=8, audio_channels=8, num_classes=3)

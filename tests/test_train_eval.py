@@ -18,10 +18,9 @@ from avloc.evaluate import SCENARIO_ROWS, Protocol, evaluate
 from avloc.extract import extract_features
 from avloc.io.decode import read_clip
 from avloc.models.encoders import create_encoder
+from avloc.config import TrainConfig, build_model
 from avloc.train import (
-    TrainConfig,
     _datasets,
-    build_model,
     fit,
     recalibrate_batchnorm,
     resolve_supervision,

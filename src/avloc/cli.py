@@ -130,7 +130,8 @@ _STM_FLAGS = {"variant": ("--variant", "c+u"), "memory_size": ("--memory-size", 
 def _train(args: argparse.Namespace) -> int:
     from avloc.distributed import is_main
     from avloc.models._registry import check_options
-    from avloc.train import RESERVED_OPTIONS, TrainConfig, fit, read_config_file
+    from avloc.config import RESERVED_OPTIONS, TrainConfig, read_config_file
+    from avloc.train import fit
 
     # Settings, lowest priority first: TrainConfig's defaults, the --config file, explicit flags.
     file = read_config_file(args.config) if args.config else {}

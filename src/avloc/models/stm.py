@@ -68,7 +68,7 @@ class STM(LocalizationModel):
       (95% after 300 steps) but peaks at 0.12, and the class read from sum_ij hat x_av drops to
       about 52% against 100% with dot / sqrt(C). (The default was dot / sqrt(C) before, and cosine's
       temperature 0.1; checkpoints of that time keep theirs, see
-      :meth:`avloc.train.TrainConfig.from_dict`.)
+      :meth:`avloc.config.TrainConfig.from_dict`.)
     - ``audio_dropout`` p [0.5; the paper has none, 0.0]: in training, phi(hat x_a) in the classifier input
       O^t is zeroed for a whole sample with probability p; at inference it is fed scaled by
       (1 - p), its expectation in training (dropout without the 1 / (1 - p) rescaling, which
