@@ -15,10 +15,10 @@ from tiny_features import train_args, write_feature_dataset
 import avloc.train
 from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.cli import main
+from avloc.config import CONFIG_NAME, TrainConfig, build_model, load_config, read_config_file, write_config_file
 from avloc.inference import DEFAULT_MODEL, load_trained
 from avloc.models import _registry, create_model
 from avloc.models._registry import check_options
-from avloc.config import CONFIG_NAME, TrainConfig, build_model, load_config, read_config_file, write_config_file
 from avloc.types import AvlocError
 
 CHANNELS = dict(visual_channels=8, audio_channels=8, num_classes=3)
@@ -149,8 +149,10 @@ def test_train_converts_options_and_names_the_run_from_them(captured, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert main(["train", "data", "--option", "causal=False", "--option", "variant=u", "-q"]) == 0
     config = captured[-1]
-    assert config.model_options == {"variant": "u", "memory_size": 3, "causal": False, "audio_dropout": 0.5}
+    assert config.model_options == {"variant": "u", "causal": False}  # what was given; STM's defaults hold
     assert config.out == "runs/stm-u-seed0"
+    assert main(["train", "data", "--seed", "1", "-q"]) == 0
+    assert captured[-1].model_options == {} and captured[-1].out == "runs/stm-c+u-seed1"  # named by the default
     assert main(["train", "data", "--variant", "none", "--symmetric", "--seed", "2", "-q"]) == 0
     assert captured[-1].model_options["causal"] is False and captured[-1].out == "runs/stm-none-seed2"
     assert main(["train", "data", "--model", "ezvsl", "-q"]) == 0
@@ -188,7 +190,8 @@ def test_the_default_model_loads_and_a_foreign_key_names_the_checkpoint(tmp_path
 
 def test_a_config_file_reads_back_equal(tmp_path):
     config = TrainConfig(dataset="d", out=str(tmp_path / "run"), model="tavlo", model_options={"audio_kernel": (2, 2)},
-                         features=tmp_path / "f.h5", lr=3e-4, fps=4, supervision="self")
+                         features=tmp_path / "f.h5", lr=3e-4, fps=4, supervision="self", visual="small-visual",
+                         audio="small-audio", size=256)  # all inputs given: the (absent) cache is not read
     assert config.features == str(tmp_path / "f.h5") and config.fps == 4.0
     path = write_config_file(config, tmp_path / CONFIG_NAME)
     assert load_config(path) == config
@@ -222,7 +225,7 @@ def test_flags_given_override_the_file(captured, tmp_path):
                  "-q"]) == 0
     config = captured[-1]
     assert (config.lr, config.seed, config.epochs, config.train_visual, config.train_audio) == (1e-3, 3, 5, False, True)
-    assert config.model_options == {"variant": "none", "memory_size": 3, "causal": False, "audio_dropout": 0.5}
+    assert config.model_options == {"variant": "none", "causal": False}
     assert config.out == "runs/stm-none-seed3" and config.dataset == "data"
     assert main(["train", "data", "--config", str(path), "--option", "variant=c+u", "--model", "ezvsl", "-q"]) == 2
 
@@ -252,3 +255,16 @@ def test_choice_options_are_checked_before_anything_is_built(model, option, valu
     message = f"{model}: option {option} expects one of {choices}, got '{value}'"
     with pytest.raises(AvlocError, match=f"^{re.escape(message)}$"):
         check_options(model, {option: value})
+
+
+def test_encoders_fps_and_size_come_from_the_feature_cache_in_python_too(tmp_path):
+    """TrainConfig (what fit takes) reads what avloc train reads: the cache's encoders, fps and
+    frame size (64 px here, not the 256 px default) unless given; without a cache, the defaults."""
+    data, features = write_feature_dataset(tmp_path)
+    cached = TrainConfig(dataset=str(data), features=str(features))
+    assert (cached.visual, cached.audio, cached.fps, cached.size) == ("small-visual", "small-audio", 4.0, 64)
+    assert TrainConfig(dataset=str(data), features=str(features), size=128, fps=2.0).size == 128
+    plain = TrainConfig(dataset=str(data))
+    assert (plain.visual, plain.audio, plain.fps, plain.size) == ("small-visual", "small-audio", 4.0, 256)
+    with pytest.raises(AvlocError, match="missing.h5"):
+        TrainConfig(dataset=str(data), features=str(tmp_path / "missing.h5"))

@@ -122,14 +122,14 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-# The STM shortcut flags: option -> (flag, default). They write STM's options only.
-_STM_FLAGS = {"variant": ("--variant", "c+u"), "memory_size": ("--memory-size", 3),
-              "causal": ("--symmetric", True), "audio_dropout": ("--audio-dropout", 0.5)}
+# The STM shortcut flags: option -> flag. Given, they write STM's options; not given, STM's defaults hold.
+_STM_FLAGS = {"variant": "--variant", "memory_size": "--memory-size", "causal": "--symmetric",
+              "audio_dropout": "--audio-dropout"}
 
 
 def _train(args: argparse.Namespace) -> int:
     from avloc.distributed import is_main
-    from avloc.models._registry import check_options
+    from avloc.models._registry import check_options, option_defaults
     from avloc.config import RESERVED_OPTIONS, TrainConfig, read_config_file
     from avloc.train import fit
 
@@ -140,25 +140,25 @@ def _train(args: argparse.Namespace) -> int:
              "audio_weights": weights.get("audio"), "train_visual": args.train_visual,
              "train_audio": args.train_audio, "augment": args.augment, "steps": args.steps,
              "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr, "supervision": args.supervision,
-             "seed": args.seed, "workers": args.workers, "out": args.out}
+             "seed": args.seed, "workers": args.workers, "out": args.out, "visual": args.visual,
+             "audio": args.audio, "fps": args.fps, "size": args.size}
+    # Encoders, fps and size not given here or in the file: TrainConfig reads the feature cache's.
     values = {**file, **{key: value for key, value in flags.items() if value is not None}, "dataset": args.dataset}
-    values.update(_training_inputs(args, file, values.get("features")))
     model = values.setdefault("model", "stm")
     # The file's options are those of the file's model: another --model starts from its own defaults.
     options = dict(file.get("model_options", {})) if file.get("model", "stm") == model else {}
     shortcuts = {"variant": args.variant, "memory_size": args.memory_size, "audio_dropout": args.audio_dropout,
                  "causal": None if args.symmetric is None else not args.symmetric}
     if model == "stm":
-        options = {**{key: default for key, (_, default) in _STM_FLAGS.items()}, **options,
-                   **{key: value for key, value in shortcuts.items() if value is not None}}
+        options = {**options, **{key: value for key, value in shortcuts.items() if value is not None}}
     else:
-        given = [_STM_FLAGS[key][0] for key, value in shortcuts.items() if value is not None]
+        given = [_STM_FLAGS[key] for key, value in shortcuts.items() if value is not None]
         if given:
             raise AvlocError(f"{given[0]} applies to --model stm only; give {model}'s options as --option KEY=VALUE")
     options.update(check_options(model, _parse_options(args.option), parse_strings=True, reserved=RESERVED_OPTIONS))
     values["model_options"] = options
     if "out" not in values:  # named from the final options: --option variant=u trains stm-u
-        name = f"{model}-{options['variant']}" if model == "stm" else model
+        name = f"{model}-{options.get('variant', option_defaults('stm')['variant'])}" if model == "stm" else model
         values["out"] = f"runs/{name}-seed{values.get('seed', 0)}"
     best = fit(TrainConfig(**values), resume=args.resume, progress=not args.quiet)
     if is_main():  # under torchrun, one report for all processes
@@ -277,24 +277,6 @@ def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: dict[str, str]
                         "visual=random for the random init)")
     parser.add_argument("--fps", type=float, default=None, help=f"steps per second (default: {defaults['fps']})")
     parser.add_argument("--size", type=int, default=None, help=f"frame size in pixels (default: {defaults['size']})")
-
-
-def _training_inputs(args: argparse.Namespace, file: dict, features: str | None) -> dict:
-    """Encoders, fps and size of a run: as flagged, else the --config file's, else the feature
-    source's, else small-* at 4 fps, 256 px."""
-    given = {"visual": args.visual, "audio": args.audio, "fps": args.fps, "size": args.size}
-    given = {key: file.get(key) if value is None else value for key, value in given.items()}
-    if features is not None:
-        from avloc.data.sources import open_features
-
-        meta = open_features(features).meta
-        found = {"visual": meta.visual_encoder, "audio": meta.audio_encoder, "fps": meta.fps, "size": meta.size}
-    else:
-        found = {"visual": "small-visual", "audio": "small-audio", "fps": 4.0, "size": 256}
-    resolved = {key: found[key] if value is None else value for key, value in given.items()}
-    if resolved["size"] is None:  # a cache of frames at their original size records None
-        resolved["size"] = 256
-    return resolved
 
 
 def build_parser() -> argparse.ArgumentParser:

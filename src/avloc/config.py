@@ -20,6 +20,7 @@ from torch import nn
 
 from avloc import __version__
 from avloc.atomic import atomic_path
+from avloc.data.sources import open_features
 from avloc.losses import AUTO, SUPERVISIONS
 from avloc.models import create_model, model_accepts
 from avloc.models._registry import check_options, convert_value
@@ -41,6 +42,9 @@ RESERVED_OPTIONS = {
     "train_audio": "--train-audio",
 }
 _PATH_FIELDS = ("dataset", "out", "features", "visual_weights", "audio_weights")
+# What a run reads when neither it nor its feature cache says: the bundled small encoders, 4 steps
+# per second (the STM paper), frames of 256 px.
+INPUT_DEFAULTS = {"visual": "small-visual", "audio": "small-audio", "fps": 4.0, "size": 256}
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class TrainConfig:
     Every field is checked against its type on construction (an int is a float, paths become
     strings), and ``model_options`` against the builder of ``model`` (see
     :func:`avloc.models._registry.check_options`); empty options take the model's own defaults.
+
+    ``visual``, ``audio``, ``fps``, ``size`` [None]: resolved on construction from the feature
+    cache (``features``) when there is one, else :data:`INPUT_DEFAULTS` (small-visual,
+    small-audio, 4 fps, 256 px), so ``fit`` called from Python reads what ``avloc train`` reads.
 
     Encoders, when training from the videos (no ``features``): ``train_visual`` [False] and
     ``train_audio`` [None = True from the videos, the STM authors' split: pretrained visual
@@ -67,15 +75,15 @@ class TrainConfig:
     model: str = "stm"
     model_options: dict = field(default_factory=dict)
     features: str | None = None  # feature cache; None = decode and encode the videos
-    visual: str = "small-visual"  # encoders (their names must match the cache's)
-    audio: str = "small-audio"
+    visual: str | None = None  # encoders; None: the feature cache's, else INPUT_DEFAULTS (small-visual)
+    audio: str | None = None
     visual_weights: str | None = None
     audio_weights: str | None = None
     train_visual: bool = False
     train_audio: bool | None = None  # None: True when training from the videos, else False
     augment: bool = True
-    fps: float = 4.0
-    size: int = 256
+    fps: float | None = None  # None: the feature cache's, else 4.0
+    size: int | None = None  # None: the feature cache's, else 256
     steps: int = 4
     batch_size: int = 32
     epochs: int = 30
@@ -93,6 +101,7 @@ class TrainConfig:
             object.__setattr__(self, name, convert_value(annotation, value, name))
         if self.train_audio is None:
             object.__setattr__(self, "train_audio", self.features is None)
+        self._resolve_inputs()
         for modality in ("visual", "audio"):
             if self.features is not None and getattr(self, f"train_{modality}"):
                 raise AvlocError(f"train_{modality} trains the {modality} encoder, which needs the videos: drop "
@@ -111,6 +120,20 @@ class TrainConfig:
             raise AvlocError(f"fps must be a finite number > 0, got {self.fps}")
         if self.workers < 0:
             raise AvlocError(f"workers must be >= 0, got {self.workers}")
+
+    def _resolve_inputs(self) -> None:
+        """Encoders, fps and size left None: the feature cache's, else :data:`INPUT_DEFAULTS`."""
+        missing = [name for name in INPUT_DEFAULTS if getattr(self, name) is None]
+        if not missing:
+            return
+        found = dict(INPUT_DEFAULTS)
+        if self.features is not None:
+            meta = open_features(self.features).meta
+            found.update(visual=meta.visual_encoder, audio=meta.audio_encoder, fps=meta.fps)
+            if meta.size is not None:  # None: a cache of frames at their original size
+                found["size"] = meta.size
+        for name in missing:
+            object.__setattr__(self, name, found[name])
 
     @classmethod
     def from_dict(cls, values: Mapping, source: str | os.PathLike | None = None) -> TrainConfig:

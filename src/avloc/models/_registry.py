@@ -118,6 +118,12 @@ def option_types(name: str) -> dict[str, object]:
     return {key: hints.get(key, Any) for key in signature.parameters}
 
 
+def option_defaults(name: str) -> dict[str, object]:
+    """Every keyword argument of model ``name``'s builder that has a default -> that default."""
+    signature, _ = _signature(_builder(name))
+    return {key: p.default for key, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
 def _signature(builder: Callable[..., nn.Module]) -> tuple[inspect.Signature, dict[str, Any]]:
     """The signature of ``builder`` and its type hints: a function's own, or a class's
     constructor's (without ``self``)."""
