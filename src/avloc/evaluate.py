@@ -36,11 +36,10 @@ from tqdm import tqdm
 
 from avloc.atomic import atomic_path
 from avloc.cross_modal import cross_modal_accuracy
-from avloc.data.cache import CacheMeta
+from avloc.data.cache import CacheMeta, encode_clip
 from avloc.data.manifest import ClipRecord
 from avloc.data.sources import load_dataset, open_features
 from avloc.data.windows import FeatureWindows
-from avloc.extract import encode_clip
 from avloc.inference import load_trained
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.metrics import ClassificationMeter

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
@@ -44,9 +43,9 @@ from avloc.data.ave_features import (
     record_sample,
     write_ave_folder,
 )
-from avloc.data.cache import CacheMeta, ClipFeatures, PartsStore
+from avloc.data.cache import CacheMeta, ClipFeatures, PartsStore, encode_clip
 from avloc.data.sources import load_dataset
-from avloc.io.decode import AVStep, iter_steps, probe, read_audio
+from avloc.io.decode import iter_steps, probe, read_audio
 from avloc.models.encoders import Encoder, create_encoder, default_weights
 from avloc.types import AvlocError, VideoInfo
 
@@ -157,32 +156,6 @@ def extract_features(
         if not remaining and (store.has_parts() or not Path(out).is_file()):
             store.merge(r.id for r in records)
     return ExtractResult(Path(out), extracted=len(mine), skipped=skipped, remaining=len(remaining))
-
-
-@torch.inference_mode()
-def encode_clip(
-    steps: Iterator[AVStep],
-    visual_encoder: Encoder,
-    audio_encoder: Encoder,
-    mel: MelConfig,
-    batch_size: int,
-    device: str | torch.device,
-) -> ClipFeatures:
-    """Encode a stream of steps ``batch_size`` at a time (bounded memory for any length)."""
-    visual_maps, audio_maps, times = [], [], []
-    while batch := list(islice(steps, batch_size)):
-        frames = torch.stack([step.frame for step in batch]).to(device)  # (B, 3, H, W)
-        segments = torch.stack([step.segment for step in batch]).to(device)  # (B, L)
-        visual_maps.append(visual_encoder(frames).float().cpu().numpy())
-        audio_maps.append(audio_encoder(log_mel(segments, mel)).float().cpu().numpy())
-        times.extend(step.time for step in batch)
-    if not times:
-        return ClipFeatures(np.empty((0,)), np.empty((0,)), np.empty((0,)))
-    return ClipFeatures(
-        visual=np.concatenate(visual_maps),  # (T, C, h, w)
-        audio=np.concatenate(audio_maps),  # (T, C, m, n)
-        times=np.asarray(times, dtype=np.float64),
-    )
 
 
 def extract_ave_features(

@@ -1,4 +1,5 @@
-"""The feature cache: per-clip encoder feature maps in one HDF5 file.
+"""The feature cache: per-clip encoder feature maps in one HDF5 file, and :func:`encode_clip`,
+which makes a clip's maps (for the cache, or on the fly where there is none).
 
 Layout of ``FILE.h5``::
 
@@ -24,14 +25,22 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 import h5py
 import numpy as np
+import torch
 
 from avloc.atomic import atomic_path
+from avloc.audio import MelConfig, log_mel
 from avloc.types import AvlocError
+
+if TYPE_CHECKING:  # hints only: the cache does not need the decoder or the encoders to read
+    from avloc.io.decode import AVStep
+    from avloc.models.encoders import Encoder
 
 FORMAT = "avloc-features"
 FORMAT_VERSION = 1
@@ -77,6 +86,32 @@ class ClipFeatures:
 def clip_key(clip_id: str) -> str:
     """HDF5/file-system safe name of a clip id."""
     return quote(clip_id, safe="")
+
+
+@torch.inference_mode()
+def encode_clip(
+    steps: Iterator[AVStep],
+    visual_encoder: Encoder,
+    audio_encoder: Encoder,
+    mel: MelConfig,
+    batch_size: int,
+    device: str | torch.device,
+) -> ClipFeatures:
+    """Encode a stream of steps ``batch_size`` at a time (bounded memory for any length)."""
+    visual_maps, audio_maps, times = [], [], []
+    while batch := list(islice(steps, batch_size)):
+        frames = torch.stack([step.frame for step in batch]).to(device)  # (B, 3, H, W)
+        segments = torch.stack([step.segment for step in batch]).to(device)  # (B, L)
+        visual_maps.append(visual_encoder(frames).float().cpu().numpy())
+        audio_maps.append(audio_encoder(log_mel(segments, mel)).float().cpu().numpy())
+        times.extend(step.time for step in batch)
+    if not times:
+        return ClipFeatures(np.empty((0,)), np.empty((0,)), np.empty((0,)))
+    return ClipFeatures(
+        visual=np.concatenate(visual_maps),  # (T, C, h, w)
+        audio=np.concatenate(audio_maps),  # (T, C, m, n)
+        times=np.asarray(times, dtype=np.float64),
+    )
 
 
 class FeatureCache:
