@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from avloc.cross_modal import a2v, cross_modal_accuracy, euclidean_distance, event_run, v2a, window_costs
+from avloc.cross_modal import a2v, cross_modal_accuracy, event_run, v2a, window_costs
+from avloc.models.blocks import euclidean_distance
 from avloc.models import create_model
 from avloc.models.avdln import AVDLN, contrastive_loss, contrastive_pairs
 from avloc.types import AVOutput, AvlocError

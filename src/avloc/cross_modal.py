@@ -19,14 +19,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from avloc.models.blocks import euclidean_distance
 from avloc.types import AvlocError
 
-EPS = 1e-12  # inside the square root: finite gradients when two embeddings coincide
-
-
-def euclidean_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Eq. 9: ``||x - y||_2`` over the last dim, broadcasting: ``(..., D), (..., D) -> (...)``."""
-    return ((x - y).square().sum(dim=-1) + EPS).sqrt()
 
 
 def window_costs(query: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:

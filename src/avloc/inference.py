@@ -17,10 +17,10 @@ from torch import nn
 
 from avloc.audio import MelConfig
 from avloc.checkpoint import load_checkpoint
+from avloc.config import TrainConfig, build_model
 from avloc.data.cache import CacheMeta
 from avloc.io.decode import MAX_SIDE
 from avloc.models.encoders import Encoder, create_encoder, list_encoders
-from avloc.config import TrainConfig, build_model
 from avloc.types import AvlocError
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default" / "stm-synth.pt"

@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Literal
 import torch
 
-from avloc.cross_modal import euclidean_distance
 from avloc.models._registry import register_model
 from avloc.models.contract import LocalizationModel
-from avloc.models.blocks import MLP, POOLS, check_choice, check_features, check_positive, spatial_pool
+from avloc.models.blocks import (MLP, POOLS, check_choice, check_features, check_positive, euclidean_distance,
+                                 spatial_pool)
 from avloc.types import AVOutput, AvlocError
 
 SUPERVISIONS = ("segment", "self")

@@ -16,6 +16,7 @@ from torch import nn
 from avloc.types import AvlocError, FeatureShapeError
 
 POOLS = ("max", "mean")
+DISTANCE_EPS = 1e-12  # inside the square root: finite gradients when two embeddings coincide
 
 
 def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
@@ -107,6 +108,11 @@ def affinity_propagation(heatmap: torch.Tensor, features: torch.Tensor, temperat
     spread = (walk @ heatmap.flatten(-2).unsqueeze(-1)).squeeze(-1)  # (..., h*w, 1) -> (..., h*w)
     spread = spread / spread.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(spread.dtype).tiny)
     return spread.view_as(heatmap)  # (..., h*w) -> (..., h, w)
+
+
+def euclidean_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """AVE eq. 9: ``||x - y||_2`` over the last dim, broadcasting: ``(..., D), (..., D) -> (...)``."""
+    return ((x - y).square().sum(dim=-1) + DISTANCE_EPS).sqrt()
 
 
 class Projection(nn.Sequential):
