@@ -186,7 +186,7 @@ def _eval(args: argparse.Namespace) -> int:
         import json
 
         from avloc.atomic import atomic_path
-        from avloc.evaluate import evaluate_cross_modal
+        from avloc.cross_modal import evaluate_cross_modal
 
         scores = evaluate_cross_modal(args.checkpoint, args.dataset, args.features, split=args.split)
         out = Path(args.out or Path(args.checkpoint).with_name(f"eval-cross-modal-{args.split}.json"))

@@ -14,11 +14,15 @@ means the same quarter of a second, stricter than the paper's one-second segment
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from avloc.data.sources import load_dataset, open_features
+from avloc.data.windows import FeatureWindows
+from avloc.inference import load_trained
 from avloc.models.blocks import euclidean_distance
 from avloc.types import AvlocError
 
@@ -112,3 +116,20 @@ def cross_modal_accuracy(
     if scored == 0:
         raise AvlocError(f"cross-modal: none of the {skipped} clips has one event shorter than the clip")
     return {"a2v": hits["a2v"] / scored, "v2a": hits["v2a"] / scored, "clips": scored, "skipped": skipped}
+
+
+def evaluate_cross_modal(source: str | os.PathLike, dataset: str | os.PathLike, features: str | None,
+                         split: str = "test", device: str | torch.device = "cpu") -> dict:
+    """A2V / V2A exact-match accuracy (AVE, ECCV 2018, eq. 8) of a model with a common embedding.
+
+    Reads whole clips from a feature cache; see :func:`avloc.cross_modal.cross_modal_accuracy`.
+    """
+    if features is None:
+        raise AvlocError("--task cross-modal reads a feature cache: pass --features FILE.h5")
+    records = load_dataset(dataset, require_videos=False).split(split)
+    if not records:
+        raise AvlocError(f"{dataset}: the {split} split is empty")
+    trained = load_trained(source, device)
+    clips = FeatureWindows(open_features(features), records, trained.classes, steps=None)
+    scores = cross_modal_accuracy(trained.head, clips, background=len(trained.classes) - 1, device=device)
+    return {"source": str(source), "split": split, "task": "cross-modal", **scores}

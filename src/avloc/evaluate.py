@@ -35,11 +35,9 @@ import torch
 from tqdm import tqdm
 
 from avloc.atomic import atomic_path
-from avloc.cross_modal import cross_modal_accuracy
 from avloc.data.cache import CacheMeta, encode_clip
 from avloc.data.manifest import ClipRecord
 from avloc.data.sources import load_dataset, open_features
-from avloc.data.windows import FeatureWindows
 from avloc.inference import load_trained
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.metrics import ClassificationMeter
@@ -290,20 +288,3 @@ def write_report(report: dict, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     return path
-
-
-def evaluate_cross_modal(source: str | os.PathLike, dataset: str | os.PathLike, features: str | None,
-                         split: str = "test", device: str | torch.device = "cpu") -> dict:
-    """A2V / V2A exact-match accuracy (AVE, ECCV 2018, eq. 8) of a model with a common embedding.
-
-    Reads whole clips from a feature cache; see :func:`avloc.cross_modal.cross_modal_accuracy`.
-    """
-    if features is None:
-        raise AvlocError("--task cross-modal reads a feature cache: pass --features FILE.h5")
-    records = load_dataset(dataset, require_videos=False).split(split)
-    if not records:
-        raise AvlocError(f"{dataset}: the {split} split is empty")
-    trained = load_trained(source, device)
-    clips = FeatureWindows(open_features(features), records, trained.classes, steps=None)
-    scores = cross_modal_accuracy(trained.head, clips, background=len(trained.classes) - 1, device=device)
-    return {"source": str(source), "split": split, "task": "cross-modal", **scores}
