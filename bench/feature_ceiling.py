@@ -33,7 +33,7 @@ from avloc.data.manifest import BACKGROUND, NativeDataset
 from avloc.data.sources import load_dataset
 from avloc.evaluate import step_indices
 from avloc.io.decode import probe
-from avloc.localize import normalize, upsample
+from avloc.map_geometry import normalize, upsample
 from avloc.metrics import ciou, gt_map, pointing_hit
 from results_md import command, update_section
 

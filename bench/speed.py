@@ -35,7 +35,7 @@ import torch
 
 from avloc.checkpoint import save_checkpoint
 from avloc.data.synth import generate_dataset
-from avloc.inference import load_trained
+from avloc.trained import load_trained
 from avloc.io.decode import read_clip
 from avloc.localize_video import STAGES, localize_video
 from avloc.localizer import Localizer

@@ -37,7 +37,7 @@ from avloc.data.cache import FeatureCache
 from avloc.data.manifest import load_manifest
 from avloc.evaluate import step_indices
 from avloc.io.decode import probe
-from avloc.localize import normalize, upsample
+from avloc.map_geometry import normalize, upsample
 from avloc.metrics import ciou, gt_map, pointing_hit
 from avloc.models.blocks import similarity_logits, spatial_pool
 from avloc.config import TrainConfig, build_model

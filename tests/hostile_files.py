@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from conftest import make_tone_video
 
-from avloc.inference import DEFAULT_MODEL
+from avloc.trained import DEFAULT_MODEL
 from avloc.io.write import write_video
 from avloc.models.encoders import create_encoder
 

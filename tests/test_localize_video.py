@@ -13,11 +13,11 @@ from avloc.data.synth import generate_dataset
 from avloc.data.synth_scenes import RECIPES
 from avloc.demo import DEMO_CLIPS, run_demo
 from avloc.extract import extract_features
-from avloc.inference import DEFAULT_MODEL, load_trained
+from avloc.trained import DEFAULT_MODEL, load_trained
 from avloc.io.decode import iter_frames, probe, read_clip
 from avloc.data.manifest import load_manifest
 from avloc.io.write import VideoWriter, write_video
-from avloc.localize import is_flat, upsample
+from avloc.map_geometry import is_flat, upsample
 from avloc.localize_video import OUTPUTS, localize_video
 from avloc.localizer import Localizer
 from avloc.render import TRUTH_COLOUR

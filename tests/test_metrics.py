@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from avloc.localize import global_threshold
+from avloc.map_geometry import global_threshold
 from avloc.metrics import (
     ClassificationMeter,
     LocalizationMeter,

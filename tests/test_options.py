@@ -16,7 +16,7 @@ import avloc.train
 from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.cli import main
 from avloc.config import CONFIG_NAME, TrainConfig, build_model, load_config, read_config_file, write_config_file
-from avloc.inference import DEFAULT_MODEL, load_trained
+from avloc.trained import DEFAULT_MODEL, load_trained
 from avloc.models import _registry, create_model
 from avloc.models._registry import check_options
 from avloc.types import AvlocError

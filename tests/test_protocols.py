@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from avloc.data.manifest import FrameAnnotation
-from avloc.localize import boxes_from_map, global_threshold, normalize, upsample
+from avloc.map_geometry import boxes_from_map, global_threshold, normalize, upsample
 from avloc.protocols import (
     PROTOCOLS,
     AnnotatedMap,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from avloc.localize import upsample
+from avloc.map_geometry import upsample
 from avloc.localize_video import _annotations, _nearest_truth
 from avloc.render import (BOX_COLOUR, OPACITY, PEAK_COLOUR, TRUTH_COLOUR, _colour_table, annotated_frame,
                           draw_boxes, draw_peak, heat_layer, heat_overlay, label_box, write_loss_curves)

@@ -3,7 +3,7 @@
 A :class:`TrainConfig` is everything that defines a training run; it is checked on construction,
 stored resolved in every checkpoint and written as ``config.yaml`` beside them, and
 :func:`build_model` turns it (with the dataset's classes) into the registered model it names.
-Training (:mod:`avloc.train`) and inference (:mod:`avloc.inference`) both build models here.
+Training (:mod:`avloc.train`) and inference (:mod:`avloc.trained`) both build models here.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from torch import nn
 
 from avloc.data.sources import load_dataset, open_features
 from avloc.data.windows import FeatureWindows
-from avloc.inference import load_trained
+from avloc.trained import load_trained
 from avloc.models.blocks import euclidean_distance
 from avloc.types import AvlocError
 

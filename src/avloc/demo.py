@@ -20,7 +20,7 @@ from avloc.data.synth_scenes import RECIPES
 from avloc.evaluate import annotated_maps, build_report, class_targets, second_predictions
 from avloc.metrics import ClassificationMeter
 from avloc.protocols import PROTOCOLS
-from avloc.inference import DEFAULT_MODEL, load_trained
+from avloc.trained import DEFAULT_MODEL, load_trained
 from avloc.io.decode import probe
 from avloc.localize_video import Localization, localize_video
 from avloc.models.blocks import check_choice

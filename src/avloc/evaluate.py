@@ -38,7 +38,7 @@ from avloc.atomic import atomic_path
 from avloc.data.cache import CacheMeta, encode_clip
 from avloc.data.manifest import ClipRecord
 from avloc.data.sources import load_dataset, open_features
-from avloc.inference import load_trained
+from avloc.trained import load_trained
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.metrics import ClassificationMeter
 from avloc.protocols import PROTOCOLS, AnnotatedMap, Protocol, score_maps

@@ -8,7 +8,7 @@ by the low-resolution maps, about 1 kB per step):
    a model that cannot stream (every registered model but STM) gets the whole clip's encoded
    steps at once (held in memory: about 130 kB per step with the default encoders at 256 px);
    each step gives a heat map and class probabilities (none without a classifier), then boxes (upsampling to the video's
-   size, min-max, the STM authors' floor, Otsu + contours, :func:`avloc.localize.boxes_from_map`). With
+   size, min-max, the STM authors' floor, Otsu + contours, :func:`avloc.map_geometry.boxes_from_map`). With
    ``stream=True`` every step is encoded alone, as it would be live, and its latency (from
    its decoded inputs to its result) is recorded.
 2. **Outputs**: every original frame is drawn (:func:`avloc.render.annotated_frame`) with the
@@ -42,10 +42,10 @@ import torch
 from tqdm import tqdm
 
 from avloc.atomic import atomic_path
-from avloc.inference import load_trained
+from avloc.trained import load_trained
 from avloc.io.decode import frame_times, iter_audio, iter_frames, iter_steps, probe
 from avloc.io.write import VideoWriter
-from avloc.localize import OTSU_FLOOR, boxes_from_map, normalize, upsample
+from avloc.map_geometry import OTSU_FLOOR, boxes_from_map, normalize, upsample
 from avloc.localizer import Localizer
 from avloc.render import annotated_frame, contact_sheet, heat_layer, write_png
 from avloc.types import AvlocError, VideoInfo

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from avloc.audio import log_mel
-from avloc.inference import TrainedModel
+from avloc.trained import TrainedModel
 from avloc.types import AVOutput, AvlocError
 
 
@@ -44,7 +44,7 @@ class Localizer:
     """A trained model as a stream processor (or, ``stream=False``, run offline on whole clips).
 
     Args:
-        trained: from :func:`avloc.inference.load_trained`; with ``stream=True`` its model must
+        trained: from :func:`avloc.trained.load_trained`; with ``stream=True`` its model must
             stream (STM with a causal memory; any other is refused with its reason).
         device: where the encoders and the model run.
         stream: keep a stream's state for :meth:`step` / :meth:`advance`; False: only

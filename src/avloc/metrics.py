@@ -1,7 +1,7 @@
 """Localisation and classification metrics: pure functions + accumulators.
 
 Conventions (pixel grid, exclusive ``x2``/``y2``, pixel-centre rasterisation, strict
-thresholds) are those of :mod:`avloc.localize`. In short:
+thresholds) are those of :mod:`avloc.map_geometry`. In short:
 
 - cIoU (STM paper, eq. in section 4.2):
   ``cIoU(tau) = sum_{i in A(tau)} g_i / (sum_i g_i + |A(tau) - G|)`` with
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from matplotlib.path import Path as MplPath
 
-from avloc.localize import (ArrayLike, box_masks, check_boxes, enclosing_box, global_threshold, is_flat,
+from avloc.map_geometry import (ArrayLike, box_masks, check_boxes, enclosing_box, global_threshold, is_flat,
                             scale_boxes)
 from avloc.types import AvlocError
 
@@ -78,7 +78,7 @@ def gt_map(
         convention: ``"union"``: the union of the boxes (VGG-SS/LVS); ``"enclosing"``: the
             one box around all boxes (the STM authors' convention).
         from_size: ``(H0, W0)`` of the grid the boxes are given in (e.g. the original video
-            frame); they are rescaled to ``size`` first (:func:`avloc.localize.scale_boxes`).
+            frame); they are rescaled to ``size`` first (:func:`avloc.map_geometry.scale_boxes`).
             None: the boxes are already in ``size`` pixels.
 
     Returns:
@@ -257,7 +257,7 @@ def pointing_hit(pred_map: ArrayLike, gt: ArrayLike) -> float:
     """Pointing game (Zhang et al., ECCV 2016): 1.0 if the map's maximum lies on the ground truth.
 
     The maximum is the first arg-max in row-major order; the hit is ``gt > 0`` there. A constant
-    map points nowhere: a flat map (:func:`avloc.localize.is_flat`) scores 0.0. NaN when the
+    map points nowhere: a flat map (:func:`avloc.map_geometry.is_flat`) scores 0.0. NaN when the
     ground truth is empty.
     """
     alpha, g = _map2d(pred_map, "pred_map"), _map2d(gt, "gt")
@@ -485,7 +485,7 @@ class LocalizationMeter:
     - ``threshold="global"`` (AVATAR): ``tau`` is the global top-``top_percent`` % value
       over all pixels of all frames fed to the meter (labelled frames with and without
       ground truth), and a pixel is on when its value is ``>= tau`` (tie rule of
-      :func:`avloc.localize.global_threshold`). Exact, so the meter keeps every map (8 bytes a
+      :func:`avloc.map_geometry.global_threshold`). Exact, so the meter keeps every map (8 bytes a
       pixel); :mod:`avloc.protocols` streams instead for whole splits.
 
     A frame whose ground truth is empty (no boxes, or an all-zero map) counts toward

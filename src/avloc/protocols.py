@@ -16,7 +16,7 @@ scenario. Four protocols (docs/protocols.md tables every rule):
   ``normalize_img``, on = ``>= sort(pred)[int(N * 0.5)]``; ground truth as LVS.
 - ``avatar`` (AVATAR / TAVLO, 2025; no official code): raw maps upsampled as ``stm`` (224 px),
   one global threshold over all pixels of the split, on = ``>= tau``
-  (:func:`avloc.localize.global_threshold`).
+  (:func:`avloc.map_geometry.global_threshold`).
 
 TN% (frames without a sounding object on screen) is the ``avatar`` rule under every protocol.
 ``normalize_img`` is the evaluators' ``(v - min) / (max - min)``, which leaves a constant map
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from avloc.data.manifest import FrameAnnotation
-from avloc.localize import (OTSU_FLOOR, boxes_from_map, check_boxes, normalize, scale_boxes, streamed_global_threshold,
+from avloc.map_geometry import (OTSU_FLOOR, boxes_from_map, check_boxes, normalize, scale_boxes, streamed_global_threshold,
                             upsample)
 from avloc.metrics import ScoreTable, annotation_map, frame_box_iou, frame_scores, pointing_hit
 from avloc.types import AvlocError

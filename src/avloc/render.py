@@ -1,14 +1,14 @@
 """Pictures of results: heat-map overlays with boxes and captions, contact sheets, loss curves.
 
 Frames are ``(H, W, 3)`` uint8 RGB; heat maps are low-resolution ``(h, w)`` maps, upsampled
-bilinearly (:func:`avloc.localize.upsample`) and min-max normalised per frame, as evaluated.
-Boxes are ``(N, 4)`` xyxy in frame pixels, ``x2``/``y2`` exclusive (:mod:`avloc.localize`).
+bilinearly (:func:`avloc.map_geometry.upsample`) and min-max normalised per frame, as evaluated.
+Boxes are ``(N, 4)`` xyxy in frame pixels, ``x2``/``y2`` exclusive (:mod:`avloc.map_geometry`).
 
 :func:`annotated_frame` draws, in this order so that the results are never hidden:
 
 1. the heat map in a perceptual colour map (inferno: dark purple -> red -> yellow), blended
    with an opacity that grows with the map's level: the frame is untouched where the map is at
-   its minimum and still shows through where it is high. A flat map (:func:`avloc.localize.is_flat`)
+   its minimum and still shows through where it is high. A flat map (:func:`avloc.map_geometry.is_flat`)
    says nothing and adds no colour;
 2. the caption (time, event class of the second, its probability) at the top left and, when
    ground truth is drawn, a legend at the bottom left, both on see-through bands;
@@ -33,7 +33,7 @@ import torch
 from matplotlib import colormaps
 
 from avloc.atomic import atomic_path
-from avloc.localize import is_flat, normalize, upsample
+from avloc.map_geometry import is_flat, normalize, upsample
 
 Colour = tuple[int, int, int]  # RGB
 

@@ -1,4 +1,4 @@
-"""Heat map -> normalised map -> boxes.
+"""Heat-map geometry: heat map -> normalised map -> boxes.
 
 Two ways to turn a localisation map into boxes, both from the STM paper (Space-Time Memory
 Network, BMVC 2021, section 3.3 and 4.2):

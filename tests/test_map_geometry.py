@@ -1,4 +1,4 @@
-"""Localisation: golden values computed by hand in the comments."""
+"""Heat-map geometry (avloc.map_geometry): golden values computed by hand in the comments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from avloc.localize import (
+from avloc.map_geometry import (
     box_masks,
     boxes_from_map,
     detector_proposals,
