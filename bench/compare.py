@@ -27,8 +27,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avloc.data.composite import generate_composite
-from avloc.data.synth import generate_dataset
+from avloc.data.benchmarks.composite import generate_composite
+from avloc.data.benchmarks.synth import generate_dataset
 from avloc.evaluate import SCENARIO_ROWS, evaluate
 from avloc.extract import extract_features
 from avloc.config import TrainConfig

@@ -32,7 +32,7 @@ from results_md import command, update_section
 
 from avloc.checkpoint import load_checkpoint
 from avloc.data.manifest import load_manifest
-from avloc.data.synth import generate_dataset
+from avloc.data.benchmarks.synth import generate_dataset
 from avloc.extract import extract_features
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]

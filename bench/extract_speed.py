@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from avloc.data.synth import generate_dataset
+from avloc.data.benchmarks.synth import generate_dataset
 from avloc.extract import extract_features
 from results_md import command, update_section
 

@@ -5,7 +5,7 @@
 Reads every CVAT file of the AVE and AudioSet-Instrument test sets, and over every annotated
 frame with at least one box measures: the share of the frame covered by the union of its boxes,
 the number of boxes, and per box its area share and its aspect ratio (width / height, each
-relative to the frame's side). Prints the quantile tables that ``avloc.data.object_sizes``
+relative to the frame's side). Prints the quantile tables that ``avloc.data.benchmarks.object_sizes``
 holds and rewrites the "Real box sizes" section of docs/results.md.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avloc.data.cvat import read_cvat
-from avloc.data.object_sizes import QUANTILES
+from avloc.data.formats.cvat import read_cvat
+from avloc.data.benchmarks.object_sizes import QUANTILES
 from results_md import command, update_section
 
 DATASETS = {"ave": "AVE", "audioset-instrument": "AudioSet_Instrument"}
@@ -64,7 +64,7 @@ def main() -> None:
                       "    ),")
     print("\n".join(body))
     print("\n".join(tables))
-    update_section("Real box sizes", "\n".join(body) + "\n\nQuantile tables (avloc/data/object_sizes.py):\n\n```\n"
+    update_section("Real box sizes", "\n".join(body) + "\n\nQuantile tables (avloc/data/benchmarks/object_sizes.py):\n\n```\n"
                    + "\n".join(tables) + "\n```")
 
 

@@ -83,7 +83,7 @@ def per_frame_ms(resize, frame: av.VideoFrame, repeats: int) -> float:
 
 def time_extract(clips: int, seconds: float, clip_size: int, folder: Path) -> list[tuple[str, str, float]]:
     """Seconds for ``extract_features`` on synthetic clips, per (resize, condition)."""
-    from avloc.data.synth import generate_dataset
+    from avloc.data.benchmarks.synth import generate_dataset
     from avloc.extract import extract_features
 
     dataset = generate_dataset(folder / "data", clips=clips, seed=0, seconds=seconds, size=clip_size,

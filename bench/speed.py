@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from avloc.checkpoint import save_checkpoint
-from avloc.data.synth import generate_dataset
+from avloc.data.benchmarks.synth import generate_dataset
 from avloc.trained import load_trained
 from avloc.io.decode import read_clip
 from avloc.localize_video import STAGES, localize_video

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from avloc.data.synth import generate_dataset
+from avloc.data.benchmarks.synth import generate_dataset
 from results_md import command, update_section
 
 TARGET_CLIPS, TARGET_SECONDS = 1000, 600.0  # the budget: 1000 ten-second clips in under 10 minutes

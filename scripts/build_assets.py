@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from avloc.data.composite_assets import load_sound
+from avloc.data.benchmarks.composite_assets import load_sound
 from avloc.types import AvlocError
 
 PACKAGE = "tuxpaint-stamps-default"

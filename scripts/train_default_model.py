@@ -34,9 +34,9 @@ import build_assets
 
 from avloc.atomic import atomic_path
 from avloc.checkpoint import load_checkpoint, save_checkpoint
-from avloc.data.composite import generate_composite
+from avloc.data.benchmarks.composite import generate_composite
 from avloc.data.manifest import load_manifest, write_manifest
-from avloc.data.synth_scenes import RECIPES
+from avloc.data.benchmarks.synth_scenes import RECIPES
 from avloc.evaluate import evaluate, format_table
 from avloc.extract import extract_features
 from avloc.models.encoders import create_encoder

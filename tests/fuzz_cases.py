@@ -41,7 +41,7 @@ from hostile_files import (
 )
 
 from avloc.checkpoint import load_checkpoint
-from avloc.data import audioset_instrument, avatar, ave, cvat, flickr, vggss
+from avloc.data.formats import audioset_instrument, avatar, ave, cvat, flickr, vggss
 from avloc.data.manifest import load_manifest
 from avloc.trained import load_trained
 from avloc.io.decode import iter_steps, probe, read_clip

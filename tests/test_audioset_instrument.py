@@ -2,7 +2,7 @@
 
 import pytest
 
-from avloc.data.audioset_instrument import instrument_classes, read_instrument_csv
+from avloc.data.formats.audioset_instrument import instrument_classes, read_instrument_csv
 from avloc.types import AvlocError
 from conftest import SHARED_DATA
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from avloc.data.avatar import read_avatar_frame
+from avloc.data.formats.avatar import read_avatar_frame
 from avloc.types import AvlocError
 
 

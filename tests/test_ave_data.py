@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from avloc.data.ave import (
+from avloc.data.formats.ave import (
     SPLITS,
     ave_classes,
     read_annotations,

@@ -12,11 +12,11 @@ import pytest
 import avloc.extract
 from avloc.audio import MelConfig
 from avloc.cli import main
-from avloc.data.ave import read_annotations, sample_id, segment_labels
-from avloc.data.ave_features import AUTHORS_META, AVEFeatures
+from avloc.data.formats.ave import read_annotations, sample_id, segment_labels
+from avloc.data.formats.ave_features import AUTHORS_META, AVEFeatures
 from avloc.data.cache import FeatureCache
 from avloc.data.sources import load_dataset, open_features
-from avloc.data.synth import generate_dataset
+from avloc.data.benchmarks.synth import generate_dataset
 from avloc.extract import encode_seconds, extract_ave_features, extract_features
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError

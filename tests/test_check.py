@@ -5,7 +5,7 @@ import json
 import pytest
 
 from avloc.cli import main
-from avloc.data.check import check_dataset
+from avloc.data.formats.check import check_dataset
 from avloc.types import AvlocError
 from conftest import SHARED_DATA
 

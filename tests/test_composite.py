@@ -12,15 +12,15 @@ import pytest
 from PIL import Image
 
 from avloc.cli import main
-from avloc.data.check import check_dataset
-from avloc.data.composite import (CompositePlan, Source, Sprite, annotate, draw, generate_composite, gt_frames,
+from avloc.data.formats.check import check_dataset
+from avloc.data.benchmarks.composite import (CompositePlan, Source, Sprite, annotate, draw, generate_composite, gt_frames,
                                   heard_classes, plan_composite, render_audio)
-from avloc.data.composite_assets import scan_assets
-from avloc.data.composite_render import warp_sprite
+from avloc.data.benchmarks.composite_assets import scan_assets
+from avloc.data.benchmarks.composite_render import warp_sprite
 from avloc.data.manifest import BACKGROUND, load_manifest
-from avloc.data.object_sizes import TABLES
-from avloc.data.synth_scenes import RECIPES
-from avloc.data.synth_sounds import SAMPLE_RATE
+from avloc.data.benchmarks.object_sizes import TABLES
+from avloc.data.benchmarks.synth_scenes import RECIPES
+from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE
 from avloc.types import AvlocError
 from asset_fixtures import COLOURS, make_assets
 
@@ -146,9 +146,9 @@ def test_bad_classes_refused(assets, tmp_path, n, capsys):
 def _visible_boxes(plan: CompositePlan, library, n: int) -> list[list[int] | None]:
     """Boxes recomputed here: each sprite's weight in the final colour is its alpha times (1 - alpha) of all in front."""
     _, boxes = draw(plan, library, [n], pixels=False)
-    from avloc.data.composite import PULSE
-    from avloc.data.composite_assets import load_picture
-    from avloc.data.composite_render import prepare_sprite
+    from avloc.data.benchmarks.composite import PULSE
+    from avloc.data.benchmarks.composite_assets import load_picture
+    from avloc.data.benchmarks.composite_render import prepare_sprite
 
     alphas = []
     for s in plan.sprites:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from avloc.cli import main
-from avloc.data.cvat import read_cvat
-from avloc.data.flickr import read_flickr_xml
+from avloc.data.formats.cvat import read_cvat
+from avloc.data.formats.flickr import read_flickr_xml
 from avloc.data.manifest import load_manifest
 from avloc.protocols import AnnotatedMap, pixel_ground_truth
 from avloc.io.write import write_video
@@ -121,7 +121,7 @@ def test_avatar_frames_become_times_scenarios_and_masks(tmp_path):
     assert 0.4 < triangle.sum() / (16 * 16) < 0.6  # the triangle, not its box
     (source / "vid1" / "x.json").write_text(json.dumps({"original_width": 64, "original_height": 64}))
     with pytest.raises(AvlocError, match=r"x\.json: the file name must be a frame index"):
-        from avloc.data.convert import convert_dataset
+        from avloc.data.formats.convert import convert_dataset
 
         convert_dataset("avatar", source, tmp_path / "again", videos=tmp_path, progress=False)
 
@@ -151,7 +151,7 @@ def test_audioset_instrument_real_csvs_with_cvat_boxes_rescaled_to_the_video(tmp
 
 @pytest.mark.skipif(not (STM.is_dir() and AVE.is_dir()), reason="../shared/data is not available")
 def test_ave_official_split_segments_and_stm_boxes(tmp_path, caplog):
-    from avloc.data.ave import read_annotations, read_split
+    from avloc.data.formats.ave import read_annotations, read_split
 
     samples = read_annotations(AVE / "Annotations.txt")
     split = read_split(AVE, len(samples))
@@ -309,14 +309,14 @@ def test_ave_boxes_folder_one_level_too_high_is_refused_naming_the_right_one(tmp
     assert f"{annotations / 'AVE'}: 1 CVAT box files match a clip, 1 do not (unknown)" in notes
     assert any("1 test clips have no CVAT file" in n and "0001-zzz" in n for n in notes)
     with pytest.raises(AvlocError, match="none of its 1 <video id>/annotations.xml files names a clip.*no subfolder"):
-        from avloc.data.convert import convert_dataset
+        from avloc.data.formats.convert import convert_dataset
 
         convert_dataset("ave", source, tmp_path / "o", boxes=annotations / "AudioSet_Instrument", progress=False)
 
 
 def test_ave_header_line_is_skipped_and_the_split_rows_stay_the_same(tmp_path, caplog):
-    from avloc.data.ave import read_annotations
-    from avloc.data.check import check_dataset
+    from avloc.data.formats.ave import read_annotations
+    from avloc.data.formats.check import check_dataset
     from avloc.data.sources import load_dataset
 
     rows = ["Dog&aaa&good&0&10", "Cat&bbb&good&2&5", "Dog&ccc&good&1&3"]

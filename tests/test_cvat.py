@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from avloc.data.cvat import read_cvat
+from avloc.data.formats.cvat import read_cvat
 from avloc.types import AvlocError
 from conftest import SHARED_DATA
 

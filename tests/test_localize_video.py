@@ -9,8 +9,8 @@ import torch
 from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.cli import main
 from avloc.data.cache import FeatureCache
-from avloc.data.synth import generate_dataset
-from avloc.data.synth_scenes import RECIPES
+from avloc.data.benchmarks.synth import generate_dataset
+from avloc.data.benchmarks.synth_scenes import RECIPES
 from avloc.demo import DEMO_CLIPS, run_demo
 from avloc.extract import extract_features
 from avloc.trained import DEFAULT_MODEL, load_trained

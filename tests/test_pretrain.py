@@ -8,7 +8,7 @@ import torch
 
 from asset_fixtures import make_assets
 from avloc.cli import main
-from avloc.data.composite_assets import load_picture
+from avloc.data.benchmarks.composite_assets import load_picture
 from avloc.models.encoders import create_encoder
 from avloc.pretrain import (Composite, PretrainConfig, cell_targets, compose_image, delimiting_gap, pretrain_visual,
                             random_crop)

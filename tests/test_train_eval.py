@@ -12,7 +12,7 @@ from avloc.cli import main
 from avloc.data.cache import FeatureCache
 from avloc.data.manifest import load_manifest
 from avloc.data.sources import load_dataset
-from avloc.data.synth import generate_dataset
+from avloc.data.benchmarks.synth import generate_dataset
 from avloc.data.windows import FeatureWindows, VideoWindows, scaled_size
 from avloc.evaluate import SCENARIO_ROWS, Protocol, evaluate
 from avloc.extract import extract_features

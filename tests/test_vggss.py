@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from avloc.cli import main
-from avloc.data.check import check_dataset
+from avloc.data.formats.check import check_dataset
 from avloc.data.manifest import load_manifest
-from avloc.data.vggss import read_vggss, read_vggss_file
+from avloc.data.formats.vggss import read_vggss, read_vggss_file
 from avloc.metrics import gt_map
 from avloc.types import AvlocError
 from conftest import SHARED_DATA, make_tone_video

@@ -12,10 +12,10 @@ from avloc.types import AvlocError
 
 
 def _synth(args: argparse.Namespace) -> int:
-    if args.assets is not None:  # pictures and recordings instead of shapes: avloc.data.composite
+    if args.assets is not None:  # pictures and recordings instead of shapes: avloc.data.benchmarks.composite
         import json
 
-        from avloc.data.composite import generate_composite
+        from avloc.data.benchmarks.composite import generate_composite
 
         out = generate_composite(args.out, args.assets, clips=args.clips, seed=args.seed, size=args.size,
                                  seconds=args.seconds, workers=args.workers, progress=not args.quiet,
@@ -31,7 +31,7 @@ def _synth(args: argparse.Namespace) -> int:
         return 0
     if args.classes is not None:
         raise AvlocError("--classes needs --assets (the shape benchmark has no classes to choose)")
-    from avloc.data.synth import generate_dataset
+    from avloc.data.benchmarks.synth import generate_dataset
 
     out = generate_dataset(args.out, clips=args.clips, seed=args.seed, size=args.size, seconds=args.seconds,
                            workers=args.workers, progress=not args.quiet, sizes=args.sizes)
@@ -74,7 +74,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from avloc.data.ave_features import AUTHORS_FRAMES_PER_SECOND
+    from avloc.data.formats.ave_features import AUTHORS_FRAMES_PER_SECOND
     from avloc.extract import extract_ave_features, extract_features, parse_shard
 
     weights = _parse_weights(args.weights)
@@ -235,14 +235,14 @@ def _localize(args: argparse.Namespace) -> int:
 
 
 def _datasets_check(args: argparse.Namespace) -> int:
-    from avloc.data.check import check_dataset
+    from avloc.data.formats.check import check_dataset
 
     print("\n".join(check_dataset(args.folder)))
     return 0
 
 
 def _datasets_convert(args: argparse.Namespace) -> int:
-    from avloc.data.convert import convert_dataset
+    from avloc.data.formats.convert import convert_dataset
 
     result = convert_dataset(args.layout, args.source, args.out, videos=args.videos, boxes=args.boxes,
                              link=args.link, split=args.split, frame_time=args.frame_time, progress=not args.quiet)

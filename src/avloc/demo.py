@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from avloc.data.manifest import load_manifest
-from avloc.data.synth_scenes import RECIPES
+from avloc.data.benchmarks.synth_scenes import RECIPES
 from avloc.evaluate import annotated_maps, build_report, class_targets, second_predictions
 from avloc.metrics import ClassificationMeter
 from avloc.protocols import PROTOCOLS

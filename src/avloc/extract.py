@@ -6,7 +6,7 @@ Two output formats:
   cache; see :mod:`avloc.data.cache` for the file layout and why a killed run never leaves a
   corrupt entry.
 - ``ave`` (:func:`extract_ave_features`): the AVE authors' layout
-  (:mod:`avloc.data.ave_features`), one row per record and ten 1-s segments per row, so that
+  (:mod:`avloc.data.formats.ave_features`), one row per record and ten 1-s segments per row, so that
   the original AVE code can read it. Kill-safe and resumable the same way: finished clips go
   to ``OUT/extract-F-frames-per-second.parts/``; the folder's files are written once every
   clip is done.
@@ -33,8 +33,8 @@ from tqdm import tqdm
 from avloc import __version__
 from avloc.atomic import make_folder
 from avloc.audio import MelConfig, log_mel
-from avloc.data.ave import ANNOTATIONS, SECONDS, SPLITS
-from avloc.data.ave_features import (
+from avloc.data.formats.ave import ANNOTATIONS, SECONDS, SPLITS
+from avloc.data.formats.ave_features import (
     AUDIO_FILE,
     AUTHORS_FRAMES_PER_SECOND,
     LAYOUT_FILES,

@@ -2,8 +2,8 @@
 
 No ImageNet weights can be had here, so the stand-in is dense object recognition on composites
 of an assets folder (``scripts/build_assets.py``: Debian's Tux Paint stamps). Every training
-image is a background (:func:`avloc.data.composite_render.make_background`) with 1 to 3 pictures
-drawn over it, sized from the real box-size table (:mod:`avloc.data.object_sizes`), flipped,
+image is a background (:func:`avloc.data.benchmarks.composite_render.make_background`) with 1 to 3 pictures
+drawn over it, sized from the real box-size table (:mod:`avloc.data.benchmarks.object_sizes`), flipped,
 rotated and colour-jittered. Only the silent pictures (``_silent/``) are trained on, each its own
 identity; the target of every feature cell is the share of its pixels each identity covers, the
 background being one more identity. The sounding classes' pictures are never seen, so a benchmark
@@ -34,9 +34,9 @@ from torch import nn
 from tqdm import tqdm
 
 from avloc.atomic import atomic_path
-from avloc.data.composite_assets import load_picture, scan_assets
-from avloc.data.composite_render import compose, make_background, prepare_sprite, visible_masks, warp_sprite
-from avloc.data.object_sizes import size_table
+from avloc.data.benchmarks.composite_assets import load_picture, scan_assets
+from avloc.data.benchmarks.composite_render import compose, make_background, prepare_sprite, visible_masks, warp_sprite
+from avloc.data.benchmarks.object_sizes import size_table
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError
 

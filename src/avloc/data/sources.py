@@ -21,7 +21,7 @@ import logging
 import os
 from pathlib import Path
 
-from avloc.data.ave import (
+from avloc.data.formats.ave import (
     ANNOTATIONS,
     SECONDS,
     AVESample,
@@ -30,7 +30,7 @@ from avloc.data.ave import (
     read_split,
     sample_id,
 )
-from avloc.data.ave_features import (
+from avloc.data.formats.ave_features import (
     ORDER_FILES,
     VISUAL_FILE,
     AVEFeatures,
@@ -46,7 +46,7 @@ from avloc.data.manifest import (
     Segment,
     load_manifest,
 )
-from avloc.data.media import find_videos
+from avloc.data.formats.media import find_videos
 from avloc.types import AvlocError
 
 log = logging.getLogger(__name__)

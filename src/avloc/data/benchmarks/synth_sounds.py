@@ -1,6 +1,6 @@
 """Sounds of the synthetic benchmark: one timbre per class, each with its spectral peak in its own band.
 
-Every generator returns ``(S,)`` float64 with unit RMS; :mod:`avloc.data.synth` scales, gates
+Every generator returns ``(S,)`` float64 with unit RMS; :mod:`avloc.data.benchmarks.synth` scales, gates
 and mixes them. Small per-clip variations (pitch, rates, phases) come from the caller's
 generator and never move the peak out of the class's band.
 """

@@ -14,7 +14,7 @@ import math
 import cv2
 import numpy as np
 
-from avloc.data.synth_sounds import SAMPLE_RATE
+from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE
 
 VISIBLE = 0.5  # a pixel belongs to an object when the object makes at least half of its colour
 FADE = 0.01  # seconds of fade at both ends of every piece of a recording (no clicks)

@@ -53,11 +53,11 @@ import numpy as np
 from tqdm import tqdm
 
 from avloc.atomic import atomic_path
-from avloc.data import audioset_instrument, ave, cvat
-from avloc.data.flickr import read_flickr_xml
+from avloc.data.formats import audioset_instrument, ave, cvat
+from avloc.data.formats.flickr import read_flickr_xml
 from avloc.data.manifest import BACKGROUND, SPLITS, ClipRecord, FrameAnnotation, write_manifest
-from avloc.data.media import find_media
-from avloc.data.vggss import read_vggss_file
+from avloc.data.formats.media import find_media
+from avloc.data.formats.vggss import read_vggss_file
 from avloc.io.decode import VideoInfo, probe
 from avloc.types import AvlocError
 
@@ -439,7 +439,7 @@ def _flickr_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
 
 
 def _avatar_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
-    from avloc.data.avatar import read_avatar_frame
+    from avloc.data.formats.avatar import read_avatar_frame
 
     folders = sorted(p for p in source.iterdir() if p.is_dir()) if source.is_dir() else []
     clips = []

@@ -2,13 +2,13 @@
 
 A :class:`ClipPlan` holds every random choice about one clip (recipe, objects, their sizes,
 looks and paths, sound sources) and is drawn before any pixel or sample exists, so the ground
-truth (:func:`annotate`) can be computed without rendering. See :mod:`avloc.data.synth` for the
+truth (:func:`annotate`) can be computed without rendering. See :mod:`avloc.data.benchmarks.synth` for the
 recipes and the conventions of the ground truth.
 
-Object sizes come from a size setting of :mod:`avloc.data.object_sizes`: each object's box
+Object sizes come from a size setting of :mod:`avloc.data.benchmarks.object_sizes`: each object's box
 (width and height as shares of the frame) is drawn from the clip's table, its aspect kept within
 :data:`MAX_ASPECT` so that shapes stay recognisable, and its radius set so that the box of the
-spinning shape covers the drawn area on average (:func:`~avloc.data.synth_render.box_fill`).
+spinning shape covers the drawn area on average (:func:`~avloc.data.benchmarks.synth_render.box_fill`).
 The sounding objects (the two of ``mixed`` and ``cross-event`` clips, the pulsing twins of
 ``multi-entity`` ones) each keep to their own lane of the frame, so none ever hides another;
 objects too large for that are shrunk together, and twins cover at most half the frame.
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from avloc.data.manifest import BACKGROUND
-from avloc.data.object_sizes import SizeTable, size_table
-from avloc.data.synth_render import Look, box_fill, mask_box, random_look, shape_mask
-from avloc.data.synth_sounds import SAMPLE_RATE
+from avloc.data.benchmarks.object_sizes import SizeTable, size_table
+from avloc.data.benchmarks.synth_render import Look, box_fill, mask_box, random_look, shape_mask
+from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE
 
 FPS = 16  # video frame rate; a multiple of GT_FPS so that annotated times are frame timestamps
 GT_FPS = 4  # ground truth at the centre of every quarter second
@@ -268,7 +268,7 @@ def event_span(rng: np.random.Generator, index: int, seconds: float, min_units: 
 def plan_clip(seed: int, index: int, size: int, seconds: float, sizes: str = "real") -> ClipPlan:
     """Draw clip ``index`` of the dataset seeded ``seed``: recipe, objects, paths and sound sources.
 
-    ``sizes`` names the object size setting (:func:`avloc.data.object_sizes.size_table`):
+    ``sizes`` names the object size setting (:func:`avloc.data.benchmarks.object_sizes.size_table`):
     ``"real"`` (boxes as large as in AVE or AudioSet-Instrument) or ``"small"`` (the former
     benchmark's objects of a few percent of the frame).
     """

@@ -14,7 +14,7 @@ Layout (the authors' ``data/`` folder; HDF5 key ``avadataset`` unless said other
 :class:`AVEFeatures` serves such a folder through the interface of
 :class:`~avloc.data.cache.FeatureCache`: steps are the ten 1-s segments (fps 1, times
 ``k + 0.5`` s), maps come back channels first, ``(T, C, h, w)`` and ``(T, C, m, n)`` (a 128-D
-audio vector as ``(T, 128, 1, 1)``). Ids follow :func:`avloc.data.ave.sample_id`
+audio vector as ``(T, 128, 1, 1)``). Ids follow :func:`avloc.data.formats.ave.sample_id`
 (``"0026-VWi2ENBuTbw"``, the row first); the weak negatives are ``"noisy-000"``, ... and are
 served only when all three ``*_noisy.h5`` files are present (the authors' ``labels_noisy.h5``
 is ``(M, 29)``, every row background).
@@ -41,7 +41,7 @@ import numpy as np
 
 from avloc.atomic import atomic_path
 from avloc.audio import MelConfig
-from avloc.data.ave import (
+from avloc.data.formats.ave import (
     ANNOTATIONS,
     FEATURE_KEY,
     ORDER_KEY,
@@ -271,7 +271,7 @@ def write_ave_folder(
     """Write the AVE layout into the folder ``out``; returns ``out``.
 
     Row i holds ``samples[i]`` and ``features(ids[i])`` (ten 1-s steps, channels first).
-    ``labels.h5`` is computed from ``samples`` (:func:`avloc.data.ave.segment_labels`), the
+    ``labels.h5`` is computed from ``samples`` (:func:`avloc.data.formats.ave.segment_labels`), the
     order files hold ``split``. Every file goes to a temporary name first; they are renamed
     into place once all are written.
     """

@@ -1,10 +1,10 @@
 """A composite benchmark from real cut-outs and recordings, with exact per-frame ground truth.
 
 ``generate_composite(OUT, ASSETS, clips, seed)`` (``avloc synth OUT --assets ASSETS``) writes a
-dataset in avloc's native format, like the shape benchmark of :mod:`avloc.data.synth`, from an
-assets folder (:mod:`avloc.data.composite_assets`; ``scripts/build_assets.py`` builds one from
+dataset in avloc's native format, like the shape benchmark of :mod:`avloc.data.benchmarks.synth`, from an
+assets folder (:mod:`avloc.data.benchmarks.composite_assets`; ``scripts/build_assets.py`` builds one from
 Tux Paint's stamps). It keeps the shape benchmark's conventions: the five recipes dealt by
-:func:`~avloc.data.synth_scenes.recipe_of`, background seconds, 16 fps video whose frame ``n``
+:func:`~avloc.data.benchmarks.synth_scenes.recipe_of`, background seconds, 16 fps video whose frame ``n``
 shows time ``n / 16`` s, ground truth at ``t = (k + 0.5) / 4`` s, ``labels`` per box, tags,
 splits, per-(seed, clip) determinism independent of the number of workers, and resumption.
 
@@ -17,7 +17,7 @@ What differs:
 
 - Objects are pictures of a class (or silent stamps from ``_silent/``, and pictures of other
   classes that stay silent), each clip's sizes drawn from the real box sizes of
-  :func:`avloc.data.object_sizes.size_table` (``"real"``). Every instance varies: scale,
+  :func:`avloc.data.benchmarks.object_sizes.size_table` (``"real"``). Every instance varies: scale,
   mirror, tilt with a slow sway, brightness and colour balance. Objects drift and bounce and
   may leave the frame by up to a tenth of their size.
 - Some silent distractors pass in front of the sounding objects (occlusion). A box is the
@@ -42,15 +42,15 @@ from pathlib import Path
 import numpy as np
 
 from avloc.atomic import atomic_path
-from avloc.data.composite_assets import AssetLibrary, load_picture, load_sound, scan_assets
-from avloc.data.composite_render import compose, fill, make_background, mask_box, prepare_sprite, visible_masks, warp_sprite
+from avloc.data.benchmarks.composite_assets import AssetLibrary, load_picture, load_sound, scan_assets
+from avloc.data.benchmarks.composite_render import compose, fill, make_background, mask_box, prepare_sprite, visible_masks, warp_sprite
 from avloc.data.manifest import BACKGROUND
-from avloc.data.object_sizes import size_table
-from avloc.data.synth import GENERATOR as SHAPE_GENERATOR
-from avloc.data.synth import (LEVEL, MARKER, NOISE_RMS, QUIET, _check_arguments, _remove_videos, assign_splits,
+from avloc.data.benchmarks.object_sizes import size_table
+from avloc.data.benchmarks.synth import GENERATOR as SHAPE_GENERATOR
+from avloc.data.benchmarks.synth import (LEVEL, MARKER, NOISE_RMS, QUIET, _check_arguments, _remove_videos, assign_splits,
                               previous_run, write_clips)
-from avloc.data.synth_scenes import FPS, GT_FPS, ClipTiming, Envelope, event_span, recipe_of
-from avloc.data.synth_sounds import SAMPLE_RATE, smooth
+from avloc.data.benchmarks.synth_scenes import FPS, GT_FPS, ClipTiming, Envelope, event_span, recipe_of
+from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE, smooth
 from avloc.io.write import write_video
 from avloc.types import AvlocError
 
@@ -59,7 +59,7 @@ __all__ = ["CompositePlan", "Sprite", "annotate", "draw", "generate_composite", 
 
 log = logging.getLogger(__name__)
 
-GENERATOR = "avloc.data.composite"
+GENERATOR = "avloc.data.benchmarks.composite"
 VERSION = 1
 STREAM_PLAN, STREAM_VIDEO, STREAM_AUDIO, STREAM_CLASSES = 11, 12, 13, 14  # seed streams (shapes use 1-5)
 PULSE = 0.3  # multi-entity: an instance grows by this fraction while its envelope is on
@@ -372,7 +372,7 @@ def generate_composite(out: str | os.PathLike, assets: str | os.PathLike, clips:
                        classes: int | None = None) -> Path:
     """Write the composite benchmark from the assets folder ``assets`` to ``out``; returns ``out``.
 
-    Arguments and resumption as :func:`avloc.data.synth.generate_dataset`; ``classes`` (default
+    Arguments and resumption as :func:`avloc.data.benchmarks.synth.generate_dataset`; ``classes`` (default
     all) is how many classes sound, drawn from ``seed`` by :func:`heard_classes` and listed in
     ``synth.json`` as ``heard_classes``. Finished videos are reused only for the same assets
     (same files and sizes), version, seed, number of classes, size and length.

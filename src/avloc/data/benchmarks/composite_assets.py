@@ -27,7 +27,7 @@ import soundfile
 import soxr
 from PIL import Image
 
-from avloc.data.synth_sounds import SAMPLE_RATE
+from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE
 from avloc.types import AvlocError
 
 PICTURE_EXTENSIONS = (".png",)

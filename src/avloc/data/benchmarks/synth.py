@@ -9,7 +9,7 @@ in its own band (see :data:`CLASSES`). Each object's colour is moved a little fr
 (brightness and tint, at most 18 in RGB distance, so classes stay apart) and carries a faint
 texture (flat, shaded, striped or domed). Object sizes follow the real data by default
 (``sizes="real"``): each box's width and height are drawn from the box sizes of AVE or
-AudioSet-Instrument (:mod:`avloc.data.object_sizes`), so the sounding objects of a frame cover
+AudioSet-Instrument (:mod:`avloc.data.benchmarks.object_sizes`), so the sounding objects of a frame cover
 about a quarter of it on average; ``sizes="small"`` keeps the former objects of a few percent.
 Objects move smoothly and bounce inside the frame (large ones move less, and may leave it by at
 most 15 % of their half-width) over muted, slowly drifting, textured backgrounds. Clips are built from five recipes, dealt round-robin in a
@@ -60,11 +60,11 @@ from tqdm import tqdm
 
 from avloc.atomic import atomic_path
 from avloc.data.manifest import MANIFEST_NAME
-from avloc.data.object_sizes import TABLES
-from avloc.data.synth_render import make_background, paint
-from avloc.data.synth_scenes import (CLASSES, FPS, GT_FPS, RECIPES, STREAM_AUDIO, STREAM_SPLIT, STREAM_VIDEO,
+from avloc.data.benchmarks.object_sizes import TABLES
+from avloc.data.benchmarks.synth_render import make_background, paint
+from avloc.data.benchmarks.synth_scenes import (CLASSES, FPS, GT_FPS, RECIPES, STREAM_AUDIO, STREAM_SPLIT, STREAM_VIDEO,
                                      ClipPlan, SynthClass, annotate, plan_clip, recipe_of)
-from avloc.data.synth_sounds import SAMPLE_RATE, class_sound, gate, smooth
+from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE, class_sound, gate, smooth
 from avloc.io.write import write_video
 from avloc.types import AvlocError
 
@@ -73,7 +73,7 @@ __all__ = ["CLASSES", "FPS", "GT_FPS", "RECIPES", "ClipPlan", "SynthClass", "ann
 
 log = logging.getLogger(__name__)
 
-GENERATOR = "avloc.data.synth"
+GENERATOR = "avloc.data.benchmarks.synth"
 VERSION = 2
 MARKER = "synth.json"
 SPLIT_SHARES = (0.7, 0.15)  # train, val; the rest is test

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from avloc.data import audioset_instrument, ave, cvat
-from avloc.data.avatar import read_avatar_frame
-from avloc.data.ave_features import VISUAL_FILE, AVEFeatures
-from avloc.data.flickr import read_flickr_xml
+from avloc.data.formats import audioset_instrument, ave, cvat
+from avloc.data.formats.avatar import read_avatar_frame
+from avloc.data.formats.ave_features import VISUAL_FILE, AVEFeatures
+from avloc.data.formats.flickr import read_flickr_xml
 from avloc.data.manifest import load_manifest
-from avloc.data.media import find_media, find_videos
-from avloc.data.vggss import read_vggss_file
+from avloc.data.formats.media import find_media, find_videos
+from avloc.data.formats.vggss import read_vggss_file
 from avloc.types import AvlocError
 
 LISTED = 10  # missing files listed by name before "and N more"
