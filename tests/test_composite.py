@@ -109,6 +109,7 @@ def test_classes_keeps_to_n_seeded_classes(assets, library, tmp_path, capsys):
     assert main(["synth", str(out), "--assets", str(assets), "--clips", "6", "--seed", str(SEED), "--size", str(SIZE),
                  "--seconds", str(SECONDS), "--workers", "1", "--classes", "2", "-q"]) == 0
     marker = json.loads((out / "synth.json").read_text())
+    assert marker["generator"] == "avloc.data.composite"  # a file-format value: datasets already written carry it
     chosen = heard_classes(library, SEED, 2)
     assert marker["heard_classes"] == list(chosen) and marker["parameters"]["classes"] == 2
     assert _heard(out) == set(chosen)  # exactly the N classes sound, each at least once

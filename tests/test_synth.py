@@ -71,6 +71,7 @@ def test_manifest_follows_the_native_format(dataset, lines):
             assert len(frame["labels"]) == len(frame["boxes"])
             assert all(0 <= b[0] < b[2] <= SIZE and 0 <= b[1] < b[3] <= SIZE for b in frame["boxes"])
     marker = json.loads((dataset / "synth.json").read_text())
+    assert marker["generator"] == "avloc.data.synth"  # a file-format value: datasets already written carry it
     assert marker["parameters"] == {"clips": CLIPS, "seed": SEED, "size": SIZE, "seconds": SECONDS, "fps": FPS,
                                     "sample_rate": SAMPLE_RATE, "sizes": "real"}
 

@@ -59,7 +59,7 @@ __all__ = ["CompositePlan", "Sprite", "annotate", "draw", "generate_composite", 
 
 log = logging.getLogger(__name__)
 
-GENERATOR = "avloc.data.benchmarks.composite"
+GENERATOR = "avloc.data.composite"  # the marker synth.json holds: a file-format value, not the module path
 VERSION = 1
 STREAM_PLAN, STREAM_VIDEO, STREAM_AUDIO, STREAM_CLASSES = 11, 12, 13, 14  # seed streams (shapes use 1-5)
 PULSE = 0.3  # multi-entity: an instance grows by this fraction while its envelope is on

@@ -73,7 +73,7 @@ __all__ = ["CLASSES", "FPS", "GT_FPS", "RECIPES", "ClipPlan", "SynthClass", "ann
 
 log = logging.getLogger(__name__)
 
-GENERATOR = "avloc.data.benchmarks.synth"
+GENERATOR = "avloc.data.synth"  # the marker synth.json holds: a file-format value, not the module path
 VERSION = 2
 MARKER = "synth.json"
 SPLIT_SHARES = (0.7, 0.15)  # train, val; the rest is test
