@@ -69,10 +69,11 @@ def test_localize_writes_four_consistent_outputs(trained, tmp_path):
     assert (tmp_path / "out" / "contact_sheet.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("name", ["ezvsl", "ave"])
-def test_a_model_that_cannot_stream_localises_a_video_offline(trained, tmp_path, capsys, name):
-    """EZ-VSL (no classifier) and AVE run over the whole clip at once: their maps are the model's
-    on the clip's cached features; --stream is refused in one line with the reason."""
+@pytest.mark.parametrize(("name", "streams"), [("ezvsl", True), ("ave", False)])
+def test_every_model_localises_a_video_streaming_or_offline(trained, tmp_path, capsys, name, streams):
+    """EZ-VSL (no classifier, independent steps) streams; AVE runs over the whole clip at once.
+    Either way the maps are the model's on the clip's cached features; --stream is refused in one
+    line with the reason for the model that cannot stream."""
     _, video = trained
     dataset = video.parent.parent
     features = dataset.parent / "features.h5"
@@ -94,9 +95,13 @@ def test_a_model_that_cannot_stream_localises_a_video_offline(trained, tmp_path,
         np.testing.assert_allclose(maps["probabilities"], output.logits[0].softmax(-1).numpy(), rtol=0, atol=1e-4)
         assert all(frame["class"] in boxes["classes"] for frame in boxes["frames"])
     assert (tmp_path / "out" / "overlay.mp4").is_file()
-    assert main(["localize", str(video), "--model", str(best), "--out", str(tmp_path / "again"), "--stream", "-q"]) == 2
+    stream_run = main(["localize", str(video), "--model", str(best), "--out", str(tmp_path / "again"), "--stream", "-q"])
     error = capsys.readouterr().err
-    assert "cannot stream: it has no step-by-step form" in error and error.count("\n") == 1
+    if streams:
+        assert stream_run == 0 and not error
+        return
+    assert stream_run == 2 and "model ave cannot stream: it has no step-by-step form" in error
+    assert error.count("\n") == 1
     with pytest.raises(AvlocError, match="stream=False"):
         Localizer(load_trained(best), stream=False).advance(torch.from_numpy(cached.visual[:1]),
                                                            torch.from_numpy(cached.audio[:1]))

@@ -453,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_argument("--end", type=float, default=None, help="last second to process (exclusive)")
     localize.add_argument("--stream", action="store_true",
                           help="process step by step as if live; report latency (models that stream: STM with a causal "
-                               "memory; the others run over the whole clip)")
+                               "memory, EZ-VSL, AVDLN; the others run over the whole clip)")
     localize.add_argument("--boxes", default="enclosing", choices=["enclosing", "per-contour"],
                           help="one enclosing box per frame (STM authors) or one per contour")
     localize.add_argument("--sheet-frames", type=int, default=8, help="frames on the contact sheet (default 8)")

@@ -5,7 +5,7 @@ by the low-resolution maps, about 1 kB per step):
 
 1. **Model**: steps at ``fps`` (frame + the audio centred on it) are decoded, encoded in
    batches and fed to the model's memory a batch at a time (:class:`avloc.localizer.Localizer`);
-   a model that cannot stream (every registered model but STM) gets the whole clip's encoded
+   a model that cannot stream (AVE, DMRFE, AVFB, TAVLO) gets the whole clip's encoded
    steps at once (held in memory: about 130 kB per step with the default encoders at 256 px);
    each step gives a heat map and class probabilities (none without a classifier), then boxes (upsampling to the video's
    size, min-max, the STM authors' floor, Otsu + contours, :func:`avloc.map_geometry.boxes_from_map`). With

@@ -55,7 +55,7 @@ class Localizer:
         head = trained.head
         refusal = head.stream_refusal()
         if stream and refusal is not None:
-            raise AvlocError(f"{trained.source}: a {trained.config.model} model cannot stream: {refusal}")
+            raise AvlocError(f"{trained.source}: model {trained.config.model} cannot stream: {refusal}")
         self.device, self.streams = torch.device(device), stream
         self.trained, self.head = trained, head.to(self.device).eval()
         self.visual_encoder, self.audio_encoder, self.mel = trained.encoders(self.device)

@@ -92,6 +92,7 @@ class AVDLN(LocalizationModel):
     """
 
     supervisions: tuple[str, ...] = SUPERVISIONS
+    stepwise = True  # each step's map and embeddings from that step's features alone
 
     def __init__(
         self,

@@ -15,7 +15,8 @@ only through this interface, never by probing its attributes:
 - ``stream_refusal()``: None when the model can run one step at a time with a bounded state
   (``init_state()`` and ``stream(visual, audio, state)``, outputs equal to ``forward`` on the
   whole clip); otherwise the reason it cannot, one line. A model that cannot stream still
-  localises a video: offline, over the whole clip at once.
+  localises a video: offline, over the whole clip at once. A model whose every step depends on
+  that step alone (``stepwise = True``: EZ-VSL, AVDLN) streams with no state at all.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class LocalizationModel(nn.Module):
     """Base class of the registered models; see the module docstring for the contract."""
 
     supervisions: tuple[str, ...] = ("video", "segment")
+    stepwise: bool = False  # True: in eval mode a step's outputs depend on that step alone
+
 
     def loss(self, output: AVOutput, batch: dict, supervision: str) -> torch.Tensor:
         """The training loss of one batch: classification under ``supervision`` unless overridden."""
@@ -40,12 +43,18 @@ class LocalizationModel(nn.Module):
 
     def stream_refusal(self) -> str | None:
         """Why this model cannot stream (one line), or None when it can."""
+        if self.stepwise:
+            return None
         return "it has no step-by-step form (its outputs at a step depend on the whole clip)"
 
     def init_state(self) -> Any:
-        """The empty state of a new stream (streaming models only)."""
+        """The empty state of a new stream (streaming models only; a stepwise model's is None)."""
+        if self.stepwise:
+            return None
         raise AvlocError(f"{type(self).__name__} cannot stream: {self.stream_refusal()}")
 
     def stream(self, visual: torch.Tensor, audio: torch.Tensor, state: Any) -> tuple[AVOutput, Any]:
         """The next T steps ``(B, T, ...)`` of a stream: (outputs, new state) (streaming models only)."""
+        if self.stepwise:
+            return self(visual=visual, audio=audio), state
         raise AvlocError(f"{type(self).__name__} cannot stream: {self.stream_refusal()}")

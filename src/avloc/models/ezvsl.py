@@ -55,6 +55,7 @@ class EZVSL(LocalizationModel):
     """
 
     supervisions: tuple[str, ...] = ("self",)
+    stepwise = True  # each step's map and embeddings from that step's features alone
 
     def __init__(
         self,
