@@ -12,6 +12,7 @@ from torch import nn
 
 from avloc.cross_modal import a2v, cross_modal_accuracy, event_run, v2a, window_costs
 from avloc.models.blocks import euclidean_distance
+from avloc.models.contract import LocalizationModel
 from avloc.models import create_model
 from avloc.models.avdln import AVDLN, contrastive_loss, contrastive_pairs
 from avloc.types import AVOutput, AvlocError
@@ -186,16 +187,18 @@ def test_event_run():
     assert event_run(torch.tensor([1, 4, 1]), background=4) is None  # two runs
 
 
-class PooledFeatures(nn.Module):
-    """A stand-in model whose embeddings are the globally averaged feature maps."""
+class PooledFeatures(LocalizationModel):
+    """A stand-in model whose embeddings are the globally averaged feature maps (one space)."""
+
+    common_embedding = True
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> AVOutput:
         return AVOutput(heatmap=visual.mean(2), embeddings={"audio": audio.mean((-2, -1)),
                                                             "visual": visual.mean((-2, -1))})
 
 
-class NoCommonSpace(nn.Module):
-    """A stand-in model with an audio embedding only."""
+class NoCommonSpace(LocalizationModel):
+    """A stand-in model with an audio embedding only (no common space declared)."""
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor) -> AVOutput:
         return AVOutput(heatmap=visual.mean(2), embeddings={"audio": audio.mean((-2, -1))})

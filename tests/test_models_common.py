@@ -87,9 +87,14 @@ def test_a_few_training_steps_lower_the_loss(name, supervision):
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_declares_the_contract_and_streams_only_as_it_says(name):
     """A model that streams gives, chunk by chunk, the outputs of the whole clip; one that cannot
-    says why in one line and refuses a stream."""
+    says why in one line and refuses a stream; a declared common embedding has its shape."""
     model, batch = _model(name).eval(), _batch()
     assert isinstance(model, LocalizationModel) and model.supervisions
+    if model.common_embedding:  # what cross-modal localisation reads: (B, T, D) vectors of one space
+        with torch.no_grad():
+            embeddings = model(visual=batch["visual"], audio=batch["audio"]).embeddings
+        assert embeddings["audio"].ndim == 3 and embeddings["audio"].shape == embeddings["visual"].shape
+        assert embeddings["audio"].shape[:2] == (B, T)
     refusal = model.stream_refusal()
     if refusal is not None:
         assert isinstance(refusal, str) and refusal and "\n" not in refusal

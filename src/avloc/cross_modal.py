@@ -18,12 +18,12 @@ import os
 from collections.abc import Iterable
 
 import torch
-from torch import nn
 
 from avloc.data.sources import load_dataset, open_features
 from avloc.data.windows import FeatureWindows
 from avloc.trained import load_trained
 from avloc.models.blocks import euclidean_distance
+from avloc.models.contract import LocalizationModel
 from avloc.types import AvlocError
 
 
@@ -68,22 +68,21 @@ def event_run(step_labels: torch.Tensor, background: int) -> tuple[int, int] | N
     return start, steps
 
 
-def clip_embeddings(model: nn.Module, visual: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_embeddings(model: LocalizationModel, visual: torch.Tensor, audio: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """A model's per-step ``(audio (T, D), visual (T, D))`` embeddings of one clip's feature maps
     ``visual (T, Cv, h, w)``, ``audio (T, Ca, m, n)``: its ``embeddings["audio"]`` and
-    ``embeddings["visual"]``, which must share a space (same D)."""
-    output = model(visual=visual[None], audio=audio[None])  # (T, ...) -> (1, T, ...)
-    audio_embedding, visual_embedding = output.embeddings.get("audio"), output.embeddings.get("visual")
-    if (audio_embedding is None or visual_embedding is None or audio_embedding.ndim != 3
-            or audio_embedding.shape != visual_embedding.shape):
+    ``embeddings["visual"]``, declared to share a space (``model.common_embedding``)."""
+    if not model.common_embedding:
         raise AvlocError(f"{type(model).__name__} gives no common audio-visual embedding (embeddings 'audio' and "
                          "'visual' of one shape (B, T, D)); cross-modal localisation needs a model such as avdln")
-    return audio_embedding[0], visual_embedding[0]  # (1, T, D) -> (T, D)
+    output = model(visual=visual[None], audio=audio[None])  # (T, ...) -> (1, T, ...)
+    return output.embeddings["audio"][0], output.embeddings["visual"][0]  # (1, T, D) -> (T, D)
 
 
 @torch.no_grad()
 def cross_modal_accuracy(
-    model: nn.Module, clips: Iterable[dict], *, background: int, device: str | torch.device = "cpu"
+    model: LocalizationModel, clips: Iterable[dict], *, background: int, device: str | torch.device = "cpu"
 ) -> dict:
     """A2V and V2A accuracy of a trained ``model`` over whole ``clips`` (run in eval mode).
 

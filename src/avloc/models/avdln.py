@@ -93,6 +93,7 @@ class AVDLN(LocalizationModel):
 
     supervisions: tuple[str, ...] = SUPERVISIONS
     stepwise = True  # each step's map and embeddings from that step's features alone
+    common_embedding = True  # embeddings audio / visual: (B, T, D) in the space of eq. 9
 
     def __init__(
         self,

@@ -12,6 +12,10 @@ only through this interface, never by probing its attributes:
   first being what ``--supervision auto`` picks when the data allows it.
 - ``loss(output, batch, supervision)``: its training loss; by default the classification loss
   of ``supervision`` (:func:`avloc.losses.classification_loss`).
+- ``common_embedding``: True when the output's ``embeddings["audio"]`` and
+  ``embeddings["visual"]`` are per-step vectors ``(B, T, D)`` in one space (AVDLN), what
+  cross-modal localisation (:mod:`avloc.cross_modal`) reads. Other embeddings keys are the
+  model's own business (its loss's inputs).
 - ``stream_refusal()``: None when the model can run one step at a time with a bounded state
   (``init_state()`` and ``stream(visual, audio, state)``, outputs equal to ``forward`` on the
   whole clip); otherwise the reason it cannot, one line. A model that cannot stream still
@@ -35,6 +39,7 @@ class LocalizationModel(nn.Module):
 
     supervisions: tuple[str, ...] = ("video", "segment")
     stepwise: bool = False  # True: in eval mode a step's outputs depend on that step alone
+    common_embedding: bool = False  # True: embeddings "audio" / "visual" are (B, T, D) in one space
 
 
     def loss(self, output: AVOutput, batch: dict, supervision: str) -> torch.Tensor:
