@@ -56,7 +56,8 @@ class Localizer:
         refusal = head.stream_refusal()
         if stream and refusal is not None:
             raise AvlocError(f"{trained.source}: model {trained.config.model} cannot stream: {refusal}")
-        self.device, self.streams = torch.device(device), stream
+        self.device = torch.device(device)
+        self.streams = stream  # False: whole clips only (whole())
         self.trained, self.head = trained, head.to(self.device).eval()
         self.visual_encoder, self.audio_encoder, self.mel = trained.encoders(self.device)
         self.fps, self.frame_size, self.classes = trained.config.fps, trained.config.size, trained.classes
