@@ -13,8 +13,8 @@ from PIL import Image
 
 from avloc.cli import main
 from avloc.data.formats.check import check_dataset
-from avloc.data.benchmarks.composite import (CompositePlan, Source, Sprite, annotate, draw, generate_composite, gt_frames,
-                                  heard_classes, plan_composite, render_audio)
+from avloc.data.benchmarks.composite import (CompositePlan, Source, Sprite, annotate, draw, generate_composite,
+                                             gt_frames, heard_classes, plan_composite, render_audio)
 from avloc.data.benchmarks.composite_assets import scan_assets
 from avloc.data.benchmarks.composite_render import warp_sprite
 from avloc.data.manifest import BACKGROUND, load_manifest

@@ -12,7 +12,7 @@ import pytest
 from avloc.data.manifest import BACKGROUND, SCENARIOS, load_manifest
 from avloc.data.benchmarks.object_sizes import TABLES
 from avloc.data.benchmarks.synth import (CLASSES, FPS, RECIPES, annotate, assign_splits, generate_dataset, plan_clip,
-                              recipe_of)
+                                         recipe_of)
 from avloc.data.benchmarks.synth_render import JITTER, TEXTURE_AMOUNT, make_background, random_look, shape_mask
 from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE, class_sound
 from avloc.types import AvlocError

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from matplotlib.path import Path as MplPath
 
-from avloc.map_geometry import (ArrayLike, box_masks, check_boxes, enclosing_box, global_threshold, is_flat,
-                            scale_boxes)
+from avloc.map_geometry import ArrayLike, box_masks, check_boxes, enclosing_box, global_threshold, is_flat, scale_boxes
 from avloc.types import AvlocError
 
 # k / 20 computed as the LVS and EZ-VSL evaluators do (0.05 * k), so a cIoU of exactly 0.15 compares alike

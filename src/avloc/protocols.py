@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from avloc.data.manifest import FrameAnnotation
-from avloc.map_geometry import (OTSU_FLOOR, boxes_from_map, check_boxes, normalize, scale_boxes, streamed_global_threshold,
-                            upsample)
+from avloc.map_geometry import (OTSU_FLOOR, boxes_from_map, check_boxes, normalize, scale_boxes,
+                                streamed_global_threshold, upsample)
 from avloc.metrics import ScoreTable, annotation_map, frame_box_iou, frame_scores, pointing_hit
 from avloc.types import AvlocError
 
