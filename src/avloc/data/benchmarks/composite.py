@@ -43,14 +43,16 @@ import numpy as np
 
 from avloc.atomic import atomic_path
 from avloc.data.benchmarks.composite_assets import AssetLibrary, load_picture, load_sound, scan_assets
-from avloc.data.benchmarks.composite_render import compose, fill, make_background, mask_box, prepare_sprite, visible_masks, warp_sprite
-from avloc.data.manifest import BACKGROUND
+from avloc.data.benchmarks.composite_render import (compose, fill, make_background, mask_box, prepare_sprite,
+                                                    visible_masks, warp_sprite)
 from avloc.data.benchmarks.object_sizes import size_table
 from avloc.data.benchmarks.synth import GENERATOR as SHAPE_GENERATOR
-from avloc.data.benchmarks.synth import (LEVEL, MARKER, NOISE_RMS, QUIET, _check_arguments, _remove_videos, assign_splits,
-                              previous_run, write_clips)
-from avloc.data.benchmarks.synth_scenes import FPS, GT_FPS, ClipTiming, Envelope, event_span, recipe_of
-from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE, smooth
+from avloc.data.benchmarks.synth import (LEVEL, MARKER, NOISE_RMS, _check_arguments, _remove_videos, assign_splits,
+                                         previous_run, pulse_gain, write_clips)
+from avloc.data.benchmarks.synth_scenes import (FPS, GT_FPS, ClipTiming, Envelope, event_span, random_envelope,
+                                                recipe_of)
+from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE
+from avloc.data.manifest import BACKGROUND
 from avloc.io.write import write_video
 from avloc.types import AvlocError
 
@@ -117,14 +119,6 @@ class CompositePlan(ClipTiming):
 
     sprites: tuple[Sprite, ...]  # back to front
     sources: tuple[Source, ...]
-
-
-def _envelope(rng: np.random.Generator, seconds: float) -> Envelope:
-    edges, t = [], rng.uniform(0.0, 0.6)
-    while t < seconds:
-        edges.append(round(float(t), 4))
-        t += rng.uniform(0.25, 1.0)
-    return Envelope(int(rng.integers(2)), tuple(edges))
 
 
 def _sprite(rng: np.random.Generator, library: AssetLibrary, picture: str, cls: str | None, size: int,
@@ -235,7 +229,7 @@ def plan_composite(library: AssetLibrary, seed: int, index: int, size: int, seco
         for cls in sounding:
             if recipe == "multi-entity":
                 loud.append(_sprite(rng, library, picture_of(cls), library.classes[cls], size, twin_box, TWIN_AREA,
-                                    _envelope(rng, seconds)))
+                                    random_envelope(rng, seconds)))
             else:
                 loud.append(_sprite(rng, library, picture_of(cls), library.classes[cls], size, table.box_shape(rng), 1.0))
         score = _overlap(loud, seconds)
@@ -343,8 +337,7 @@ def render_audio(plan: CompositePlan, library: AssetLibrary) -> np.ndarray:
         wave[a:b] = fill(load_sound(str(library.root / source.sound)), b - a, rng) * (LEVEL * source.gain)
         sprite = plan.sprites[source.sprite] if source.sprite is not None else None
         if sprite is not None and sprite.pulse is not None:
-            on = sprite.pulse((np.arange(n) + 0.5) / SAMPLE_RATE).astype(np.float64)
-            wave *= smooth(QUIET + (1.0 - QUIET) * on)
+            wave *= pulse_gain(sprite.pulse, n)
         audio += wave
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 

@@ -59,12 +59,12 @@ import numpy as np
 from tqdm import tqdm
 
 from avloc.atomic import atomic_path
-from avloc.data.manifest import MANIFEST_NAME
 from avloc.data.benchmarks.object_sizes import TABLES
 from avloc.data.benchmarks.synth_render import make_background, paint
 from avloc.data.benchmarks.synth_scenes import (CLASSES, FPS, GT_FPS, RECIPES, STREAM_AUDIO, STREAM_SPLIT, STREAM_VIDEO,
-                                     ClipPlan, SynthClass, annotate, plan_clip, recipe_of)
+                                                ClipPlan, Envelope, SynthClass, annotate, plan_clip, recipe_of)
 from avloc.data.benchmarks.synth_sounds import SAMPLE_RATE, class_sound, gate, smooth
+from avloc.data.manifest import MANIFEST_NAME
 from avloc.io.write import write_video
 from avloc.types import AvlocError
 
@@ -113,10 +113,16 @@ def render_audio(plan: ClipPlan) -> np.ndarray:
         wave *= gate(n, source.start, source.end)
         track = plan.tracks[source.track] if source.track is not None else None
         if track is not None and track.pulse is not None:
-            on = track.pulse((np.arange(n) + 0.5) / SAMPLE_RATE).astype(np.float64)
-            wave *= smooth(QUIET + (1.0 - QUIET) * on)
+            wave *= pulse_gain(track.pulse, n)
         audio += wave
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def pulse_gain(pulse: Envelope, num_samples: int) -> np.ndarray:
+    """Multi-entity loudness of ``num_samples`` audio samples: 1 while ``pulse`` is on, ``QUIET``
+    while it is off, smoothed over 10 ms."""
+    on = pulse((np.arange(num_samples) + 0.5) / SAMPLE_RATE).astype(np.float64)  # sample centres in seconds
+    return smooth(QUIET + (1.0 - QUIET) * on)
 
 
 def assign_splits(seed: int, clips: int) -> list[str]:

@@ -162,7 +162,8 @@ def recipe_of(seed: int, index: int) -> str:
     return RECIPES[order[index % len(RECIPES)]]
 
 
-def _envelope(rng: np.random.Generator, seconds: float) -> Envelope:
+def random_envelope(rng: np.random.Generator, seconds: float) -> Envelope:
+    """An on/off process over ``seconds``: a random first state, edges 0.25 to 1 s apart from 0-0.6 s."""
     edges, t = [], rng.uniform(0.0, 0.6)
     while t < seconds:
         edges.append(round(float(t), 4))
@@ -314,7 +315,7 @@ def plan_clip(seed: int, index: int, size: int, seconds: float, sizes: str = "re
     for _ in range(8):  # redraw the paths a few times and keep the arrangement with the fewest overlaps
         tracks = []
         for k, (cls, (radius, aspect)) in enumerate(zip(classes, shapes)):
-            pulse = _envelope(rng, seconds) if k >= front and recipe == "multi-entity" else None
+            pulse = random_envelope(rng, seconds) if k >= front and recipe == "multi-entity" else None
             tracks.append(_track(rng, cls, size, radius, aspect, looks[k], angles[k], pulse, regions[k]))
         score = _overlap(tracks, seconds, front)
         if best_score is None or score < best_score:
