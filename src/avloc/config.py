@@ -24,6 +24,7 @@ from avloc.data.sources import open_features
 from avloc.losses import AUTO, SUPERVISIONS
 from avloc.models import create_model, model_accepts
 from avloc.models._registry import check_options, convert_value
+from avloc.models.blocks import check_positive
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError
 
@@ -111,9 +112,7 @@ class TrainConfig:
         if self.supervision not in (AUTO, *SUPERVISIONS):
             raise AvlocError(f"unknown supervision {self.supervision!r}; expected one of "
                              f"{', '.join((AUTO, *SUPERVISIONS))}")
-        for name in ("steps", "batch_size", "epochs", "size"):
-            if getattr(self, name) < 1:
-                raise AvlocError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_positive(steps=self.steps, batch_size=self.batch_size, epochs=self.epochs, size=self.size)
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise AvlocError(f"lr must be a finite number > 0, got {self.lr}")
         if not (math.isfinite(self.fps) and self.fps > 0):
