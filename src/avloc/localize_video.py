@@ -1,14 +1,16 @@
 """``avloc localize``: what is making the sound in a video, frame by frame, written for people.
 
 Two passes over the file, both streaming (memory does not grow with the video's length except
-by the low-resolution maps, about 1 kB per step):
+by the low-resolution maps, about 1 kB per step, and, for a model that cannot stream, its encoded
+steps):
 
 1. **Model**: steps at ``fps`` (frame + the audio centred on it) are decoded, encoded in
    batches and fed to the model's memory a batch at a time (:class:`avloc.localizer.Localizer`);
    a model that cannot stream (AVE, DMRFE, AVFB, TAVLO) gets the whole clip's encoded
    steps at once (held in memory: about 130 kB per step with the default encoders at 256 px);
-   each step gives a heat map and class probabilities (none without a classifier), then boxes (upsampling to the video's
-   size, min-max, the STM authors' floor, Otsu + contours, :func:`avloc.map_geometry.boxes_from_map`). With
+   each step gives a heat map and class probabilities (none without a classifier), then boxes
+   (upsampling to the video's size, min-max, the STM authors' floor, Otsu + contours,
+   :func:`avloc.map_geometry.boxes_from_map`). With
    ``stream=True`` every step is encoded alone, as it would be live, and its latency (from
    its decoded inputs to its result) is recorded.
 2. **Outputs**: every original frame is drawn (:func:`avloc.render.annotated_frame`) with the
@@ -177,7 +179,8 @@ def localize_video(
             bar.update(len(batch))
     if held:
         with timer("memory + localisation"):
-            clip_maps, clip_probabilities = localizer.whole(torch.cat([v for v, _ in held]), torch.cat([a for _, a in held]))
+            visual, audio = (torch.cat(parts) for parts in zip(*held))  # the clip's (N, Cv, h, w), (N, Ca, m, n)
+            clip_maps, clip_probabilities = localizer.whole(visual, audio)
             heatmaps.append(clip_maps.numpy())
             probabilities.append(clip_probabilities.numpy())
     result = Localization(

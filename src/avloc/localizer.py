@@ -45,7 +45,7 @@ class Localizer:
 
     Args:
         trained: from :func:`avloc.trained.load_trained`; with ``stream=True`` its model must
-            stream (STM with a causal memory; any other is refused with its reason).
+            stream (STM with a causal memory, EZ-VSL, AVDLN; any other is refused with its reason).
         device: where the encoders and the model run.
         stream: keep a stream's state for :meth:`step` / :meth:`advance`; False: only
             :meth:`whole` (every registered model).
