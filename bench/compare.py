@@ -29,7 +29,8 @@ from pathlib import Path
 
 from avloc.data.benchmarks.composite import generate_composite
 from avloc.data.benchmarks.synth import generate_dataset
-from avloc.evaluate import SCENARIO_ROWS, evaluate
+from avloc.evaluate import evaluate
+from avloc.report import SCENARIO_ROWS
 from avloc.extract import extract_features
 from avloc.config import TrainConfig
 from avloc.train import fit

@@ -37,7 +37,8 @@ from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.data.benchmarks.composite import generate_composite
 from avloc.data.manifest import load_manifest, write_manifest
 from avloc.data.benchmarks.synth_scenes import RECIPES
-from avloc.evaluate import evaluate, format_table
+from avloc.evaluate import evaluate
+from avloc.report import format_table
 from avloc.extract import extract_features
 from avloc.models.encoders import create_encoder
 from avloc.config import TrainConfig

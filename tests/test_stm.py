@@ -14,7 +14,7 @@ import torch
 from avloc.models import STM, create_model
 from avloc.models.blocks import affinity_propagation
 from avloc.models.memory import VARIANTS, window_mask
-from avloc.types import AVOutput, AvlocError
+from avloc.types import AVOutput, AvlocError, FeatureShapeError
 
 B, T, CV, CA, K = 2, 4, 16, 8, 5
 VISUAL_SIZE, AUDIO_SIZE = (4, 4), (2, 3)
@@ -211,8 +211,10 @@ def test_end_to_end_trains_exactly_the_encoders_asked_for(train_visual, train_au
     model.eval()
     streamed, state = model.step(frames=frames[:, 0], logmel=logmel[:, 0], state=model.init_state())
     assert streamed.heatmap.shape == (1, 1, 2, 2) and len(state) == 1
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(TypeError, match="exactly one"):
         model(frames=frames, logmel=logmel, visual=torch.randn(1, 2, 128, 2, 2))
+    with pytest.raises(FeatureShapeError, match=r"expected frames \(B, T, 3, H, W\), got \(1, 2, 1, 32, 32\)"):
+        model(frames=frames[:, :, :1], logmel=logmel)
 
 
 def test_bad_inputs_and_options():

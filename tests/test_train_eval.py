@@ -14,7 +14,9 @@ from avloc.data.manifest import load_manifest
 from avloc.data.sources import load_dataset
 from avloc.data.benchmarks.synth import generate_dataset
 from avloc.data.windows import FeatureWindows, VideoWindows, scaled_size
-from avloc.evaluate import SCENARIO_ROWS, Protocol, evaluate
+from avloc.evaluate import evaluate
+from avloc.protocols import Protocol
+from avloc.report import SCENARIO_ROWS
 from avloc.extract import extract_features
 from avloc.io.decode import read_clip
 from avloc.models.encoders import create_encoder

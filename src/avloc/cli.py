@@ -179,7 +179,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     from dataclasses import replace
 
-    from avloc.evaluate import default_report_path, evaluate, format_table, write_report
+    from avloc.evaluate import evaluate
+    from avloc.report import default_report_path, format_table, write_report
     from avloc.protocols import PROTOCOLS
 
     if args.task == "cross-modal":
@@ -256,7 +257,7 @@ def _datasets_convert(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from avloc.demo import run_demo
-    from avloc.evaluate import format_table
+    from avloc.report import format_table
 
     result, report = run_demo(args.out, seed=args.seed, scenario=args.scenario, model=args.model,
                               progress=not args.quiet)

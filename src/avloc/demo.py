@@ -17,7 +17,8 @@ import torch
 
 from avloc.data.manifest import load_manifest
 from avloc.data.benchmarks.synth_scenes import RECIPES
-from avloc.evaluate import annotated_maps, build_report, class_targets, second_predictions
+from avloc.evaluate import annotated_maps, class_targets, second_predictions
+from avloc.report import build_report
 from avloc.metrics import ClassificationMeter
 from avloc.protocols import PROTOCOLS
 from avloc.trained import DEFAULT_MODEL, load_trained

@@ -161,7 +161,10 @@ class ShardedBatchSampler(Sampler[list[int]]):
 
     def __init__(self, num_samples: int, batch_size: int, generator: torch.Generator, drop_last: bool = False,
                  shard: tuple[int, int] | None = None):
-        self.num_samples, self.batch_size, self.generator, self.drop_last = num_samples, batch_size, generator, drop_last
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.generator = generator
+        self.drop_last = drop_last
         self.rank, self.world_size = shard if shard is not None else (rank(), world_size())
 
     def _global_sizes(self) -> list[int]:

@@ -17,50 +17,55 @@ with its reason.
 Event classes: ``segment_accuracy`` is AVE's, per 1-s segment: the steps whose time falls
 in second ``s`` are combined by the mean of their softmax probabilities, and the argmax is
 compared with the label at ``s + 0.5``; ``step_accuracy`` is the same per model step.
-Baselines (``baseline:random``, ``baseline:centre``) replace the model by a map of uniform
-noise (8 x 8, upsampled) or by the centred box of half the frame's width and height.
+Baselines (``baseline:random``, ``baseline:centre``, :mod:`avloc.baselines`) replace the model
+and are scored the same way. The report and its table: :mod:`avloc.report`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from avloc.atomic import atomic_path
+from avloc.baselines import BASELINE_FPS, BaselineMaps, baseline_name
 from avloc.data.cache import CacheMeta, encode_clip
 from avloc.data.manifest import ClipRecord
 from avloc.data.sources import load_dataset, open_features
-from avloc.trained import load_trained
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.metrics import ClassificationMeter
-from avloc.protocols import PROTOCOLS, AnnotatedMap, Protocol, score_maps
+from avloc.protocols import PROTOCOLS, AnnotatedMap, Protocol
+from avloc.report import build_report
+from avloc.trained import load_trained
 from avloc.types import AvlocError, FeatureShapeError
 
-SCENARIO_ROWS = ("single", "mixed", "multi-entity", "off-screen", "cross-event", "all")
-BASELINES = ("random", "centre")
+
+class _BaselinePredictor:
+    """A baseline's maps for every step of a clip, no logits."""
+
+    cache, classes, fps = None, None, BASELINE_FPS
+
+    def __init__(self, name: str):
+        self.maps = BaselineMaps(name)
+
+    def __call__(self, record: ClipRecord, duration: float) -> tuple[torch.Tensor, None, np.ndarray]:
+        times = frame_times(0.0, duration, self.fps)
+        return self.maps(len(times)), None, times
 
 
-class _Predictor:
-    """Heat maps (T, h, w) and logits (T, K) | None of one clip, for a model or a baseline."""
+class _ModelPredictor:
+    """A trained model's heat maps (T, h, w) and logits (T, K) | None of one clip, from the
+    feature cache or from the decoded video."""
 
-    def __init__(self, source: str, features: str | None, device: torch.device):
-        self.device, self.cache, self.baseline = device, None, None
-        if source.startswith("baseline:"):
-            self.baseline = source.removeprefix("baseline:")
-            if self.baseline not in BASELINES:
-                raise AvlocError(f"unknown baseline {self.baseline!r}; expected baseline:random or baseline:centre")
-            self.fps, self.classes, self.generator = 4.0, None, torch.Generator().manual_seed(0)
-            return
-        trained = load_trained(source, device)
-        self.config, self.classes, self.model = trained.config, trained.classes, trained.head
+    def __init__(self, checkpoint: str, features: str | None, device: torch.device):
+        self.device = device
+        self.cache = None
+        trained = load_trained(checkpoint, device)
+        self.config = trained.config
+        self.classes = trained.classes
+        self.model = trained.head
         self.fps = trained.config.fps
         if features is not None:
             self.cache = open_features(features)
@@ -74,10 +79,8 @@ class _Predictor:
             self.encoders = (visual, audio)
 
     @torch.no_grad()
-    def __call__(self, record: ClipRecord, duration: float) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
-        if self.baseline is not None:
-            times = frame_times(0.0, duration, self.fps)
-            return self._baseline_maps(len(times)), None, times
+    def __call__(self, record: ClipRecord, duration: float | None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
         if self.cache is not None:
             clip = self.cache.read(record.id)
         else:
@@ -94,12 +97,10 @@ class _Predictor:
         logits = output.logits[0].cpu() if output.logits is not None else None
         return output.heatmap[0].cpu(), logits, clip.times
 
-    def _baseline_maps(self, count: int) -> torch.Tensor:
-        if self.baseline == "random":
-            return torch.rand(count, 8, 8, generator=self.generator)
-        centre = torch.zeros(count, 8, 8)
-        centre[:, 2:6, 2:6] = 1.0
-        return centre
+
+def _predictor(source: str, features: str | None, device: torch.device) -> _BaselinePredictor | _ModelPredictor:
+    baseline = baseline_name(source)
+    return _BaselinePredictor(baseline) if baseline else _ModelPredictor(source, features, device)
 
 
 def annotated_maps(record: ClipRecord, heatmaps: torch.Tensor, times: np.ndarray, fps: float,
@@ -180,25 +181,6 @@ def class_targets(record: ClipRecord, moments: np.ndarray, classes: Sequence[str
     return np.asarray([classes.index(label) for label in labels], dtype=np.int64)
 
 
-def build_report(source: str, split: str, n_clips: int, frames: list[AnnotatedMap],
-                 unscored: Sequence[tuple[str, str]], protocol: Protocol, segments: ClassificationMeter,
-                 steps: ClassificationMeter) -> dict:
-    """The JSON report shared by ``avloc eval`` and ``avloc demo``."""
-    scored = score_maps(frames, protocol, unscored) if frames or unscored else None
-    return {
-        "source": source,
-        "split": split,
-        "n_clips": n_clips,
-        "rows": scored.rows if scored else {},
-        "warnings": scored.warnings if scored else [],
-        "segment_accuracy": segments.summary()["accuracy"],
-        "n_segments": segments.total,
-        "step_accuracy": steps.summary()["accuracy"],
-        "n_steps": steps.total,
-        "protocol": {**asdict(protocol), "description": protocol.describe()},
-    }
-
-
 def evaluate(
     source: str | os.PathLike,
     dataset: str | os.PathLike,
@@ -218,7 +200,7 @@ def evaluate(
     records = load_dataset(dataset, require_videos=features is None).split(split)
     if not records:
         raise AvlocError(f"{dataset}: the {split} split is empty")
-    predictor = _Predictor(str(source), features, torch.device(device))
+    predictor = _predictor(str(source), features, torch.device(device))
     frames, unscored, segments, steps = [], [], ClassificationMeter(), ClassificationMeter()
     for record in tqdm(records, desc=f"eval {split}", unit="clip", disable=not progress):
         # Features stand in for a missing video (e.g. AVE's precomputed ones): nothing to probe.
@@ -241,50 +223,3 @@ def evaluate(
     return build_report(str(source), split, len(records), frames, unscored, protocol, segments, steps)
 
 
-def format_table(report: dict) -> str:
-    """The report as a fixed-width table, then the event accuracy, the warnings and the protocol."""
-    header = (f"{'scenario':<13} {'annotated':>9} {'scored':>7} {'cIoU@0.5':>9} {'AP50':>6} {'AUC':>6} "
-              f"{'IoU@0.5':>8} {'TN%':>6} {'point':>6}")
-    lines = [f"{report['source']} on {report['split']} ({report['n_clips']} clips)", header, "-" * len(header)]
-    rows = report["rows"]
-    if not rows:  # e.g. AVE: per-second labels, no boxes
-        lines[1:] = ["no annotated frames in this split: no localisation metrics, segment accuracy only"]
-    for name in [*(n for n in SCENARIO_ROWS if n in rows), *(n for n in rows if n not in SCENARIO_ROWS)]:
-        row = rows[name]
-
-        def cell(key: str, width: int, percent: bool = False) -> str:
-            value = row[key]
-            if value is None:
-                return f"{'-':>{width}}"
-            return f"{100 * value:>{width}.1f}" if percent else f"{value:>{width}.3f}"
-
-        lines.append(f"{name:<13} {row['n_annotated']:>9d} {row['n_frames']:>7d} {cell('ciou_at', 9)} "
-                     f"{cell('ap50', 6)} {cell('auc', 6)} {cell('iou_at_0.5', 8)} {cell('tn_rate', 6, percent=True)} "
-                     f"{cell('pointing', 6)}")
-    for name, count in (("segment", "n_segments"), ("step", "n_steps")):
-        accuracy = report[f"{name}_accuracy"]
-        if accuracy is not None:
-            unit = "1-s segments (AVE's)" if name == "segment" else "model steps"
-            lines.append(f"{name} accuracy: {accuracy:.3f} over {report[count]} {unit}")
-    lines += [f"warning: {warning}" for warning in report["warnings"]]
-    lines.append(f"protocol: {report['protocol']['description']}")
-    return "\n".join(lines)
-
-
-def default_report_path(source: str | os.PathLike, dataset: str | os.PathLike, split: str, protocol: str) -> Path:
-    """``eval-<model>-<dataset>-<hash>-<split>-<protocol>.json``: beside the checkpoint, or in the
-    current folder for a baseline. The dataset's name and a hash of its resolved path keep the
-    reports of different datasets (and protocols) apart."""
-    folder = Path(dataset).resolve()
-    tag = f"{folder.name}-{hashlib.sha256(str(folder).encode()).hexdigest()[:8]}-{split}-{protocol}"
-    source = str(source)
-    if source.startswith("baseline:"):
-        return Path(f"eval-{source.replace(':', '-')}-{tag}.json")
-    return Path(source).with_name(f"eval-{Path(source).stem}-{tag}.json")
-
-
-def write_report(report: dict, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    return path

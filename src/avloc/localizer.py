@@ -58,9 +58,12 @@ class Localizer:
             raise AvlocError(f"{trained.source}: model {trained.config.model} cannot stream: {refusal}")
         self.device = torch.device(device)
         self.streams = stream  # False: whole clips only (whole())
-        self.trained, self.head = trained, head.to(self.device).eval()
+        self.trained = trained
+        self.head = head.to(self.device).eval()
         self.visual_encoder, self.audio_encoder, self.mel = trained.encoders(self.device)
-        self.fps, self.frame_size, self.classes = trained.config.fps, trained.config.size, trained.classes
+        self.fps = trained.config.fps
+        self.frame_size = trained.config.size
+        self.classes = trained.classes
         self.reset()
 
     def reset(self) -> None:

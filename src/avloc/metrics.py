@@ -420,7 +420,8 @@ class ScoreTable:
         _tn_from_above(np.zeros(1), tn_rule, tn_tolerance)  # validates the rule
         self.auc_thresholds = np.asarray(auc_thresholds, dtype=np.float64)
         self.iou_threshold = float(iou_threshold)
-        self.tn_rule, self.tn_tolerance = tn_rule, float(tn_tolerance)
+        self.tn_rule = tn_rule
+        self.tn_tolerance = float(tn_tolerance)
         self.scenarios: list[str | None] = []
         self.columns: dict[str, list[float]] = {"ciou": [], "pointing": [], "box_iou": [], "on_share": []}
 

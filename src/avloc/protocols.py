@@ -320,7 +320,9 @@ class _StepMaps:
     """What the scoring of one step's map needs, each computed once however many frames share the step."""
 
     def __init__(self, heatmap: torch.Tensor, size: tuple[int, int], protocol: Protocol) -> None:
-        self.heatmap, self.size, self.protocol = heatmap, size, protocol
+        self.heatmap = heatmap
+        self.size = size
+        self.protocol = protocol
 
     @functools.cached_property
     def raw(self) -> np.ndarray:

@@ -20,7 +20,14 @@ import torch
 
 
 class AvlocError(Exception):
-    """An error caused by the user's input: reported as one line, no traceback."""
+    """An error caused by the user's input: reported as one line, no traceback.
+
+    The convention across avloc: what a user writes or hands in (files, datasets, options,
+    model settings, features) that is wrong raises ``AvlocError`` (``FeatureShapeError`` for
+    tensors of the wrong shape, also a ``ValueError``); a Python caller combining arguments in
+    a way no input could produce (two inputs where one is expected, a loss for a supervision the
+    model did not declare) raises ``TypeError`` / ``ValueError``, which keep their traceback.
+    """
 
 
 class FeatureShapeError(AvlocError, ValueError):

@@ -144,7 +144,8 @@ class FeatureCache:
     def _group(self, clip_id: str) -> h5py.Group:
         # h5py handles must not cross fork(): reopen in every DataLoader worker.
         if self._h5 is None or self._pid != os.getpid():
-            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
+            self._h5 = h5py.File(self.path, "r")
+            self._pid = os.getpid()
         try:
             return self._h5["clips"][clip_key(clip_id)]
         except KeyError:

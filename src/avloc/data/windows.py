@@ -117,7 +117,10 @@ class FeatureWindows(Dataset):
         missing = [r.id for r in records if r.id not in cache]
         if missing:
             raise AvlocError(f"{cache.path}: no features for {len(missing)} clips, e.g. {missing[0]!r}")
-        self.cache, self.classes, self.steps, self.random_window = cache, list(classes), steps, random_window
+        self.cache = cache
+        self.classes = list(classes)
+        self.steps = steps
+        self.random_window = random_window
         self.augment = augment
         self.window_seed: int | None = None
         self.records = [r for r in records if steps is None or cache.num_steps(r.id) >= steps]
@@ -166,9 +169,15 @@ class VideoWindows(Dataset):
         audio_window: float | None = None,
         augment: bool = False,
     ):
-        self.records, self.classes, self.steps, self.random_window = list(records), list(classes), steps, random_window
+        self.records = list(records)
+        self.classes = list(classes)
+        self.steps = steps
+        self.random_window = random_window
         self.augment = augment
-        self.fps, self.size, self.mel, self.audio_window = fps, size, mel, audio_window
+        self.fps = fps
+        self.size = size
+        self.mel = mel
+        self.audio_window = audio_window
         self.window_seed: int | None = None
         self._durations: dict[str, float] = {}
 

@@ -589,9 +589,12 @@ class _AudioBuffer:
         if hi > lo:
             out[lo - first : hi - first] = held[lo - self._start : hi - self._start]
         if first >= self._end:
-            self._pieces, self._start, self._end = [], first, first
+            self._pieces = []
+            self._start = first
+            self._end = first
         else:
-            self._pieces, self._start = [held[first - self._start :]], first
+            self._pieces = [held[first - self._start :]]
+            self._start = first
         return out
 
     def _append(self, first: int, samples: np.ndarray) -> None:

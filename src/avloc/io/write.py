@@ -36,9 +36,15 @@ class VideoWriter:
             raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
         if sample_rate is not None and channels not in (1, 2):
             raise ValueError(f"audio must have 1 or 2 channels, got {channels}")
-        self.path, self.fps, self.width, self.height = path, fps, width, height
-        self.sample_rate, self.channels = sample_rate, channels
-        self.crf, self.preset, self.audio_bitrate = crf, preset, audio_bitrate
+        self.path = path
+        self.fps = fps
+        self.width = width
+        self.height = height
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.crf = crf
+        self.preset = preset
+        self.audio_bitrate = audio_bitrate
         self._samples = 0
 
     def __enter__(self) -> VideoWriter:

@@ -113,8 +113,12 @@ class AVDLN(LocalizationModel):
                        hidden=hidden, embedding=embedding)
         if not margin > 0:
             raise AvlocError(f"margin must be > 0, got {margin}")
-        self.visual_channels, self.audio_channels, self.num_classes = visual_channels, audio_channels, num_classes
-        self.margin, self.pool, self.batch_negatives = margin, pool, batch_negatives
+        self.visual_channels = visual_channels
+        self.audio_channels = audio_channels
+        self.num_classes = num_classes
+        self.margin = margin
+        self.pool = pool
+        self.batch_negatives = batch_negatives
         self.visual_embedding = MLP(visual_channels, hidden, embedding)
         self.audio_embedding = MLP(audio_channels, hidden, embedding)
 

@@ -227,8 +227,11 @@ class AVE(LocalizationModel):
         check_positive(visual_channels=visual_channels, audio_channels=audio_channels, num_classes=num_classes,
                        members=members, attention_channels=attention_channels, attention_hidden=attention_hidden,
                        lstm_hidden=lstm_hidden, dmrn_blocks=dmrn_blocks)
-        self.visual_channels, self.audio_channels, self.num_classes = visual_channels, audio_channels, num_classes
-        self.audio_pool, self.temporal_pool = audio_pool, temporal_pool
+        self.visual_channels = visual_channels
+        self.audio_channels = audio_channels
+        self.num_classes = num_classes
+        self.audio_pool = audio_pool
+        self.temporal_pool = temporal_pool
         self.attention = AudioGuidedAttention(visual_channels, audio_channels, channels=attention_channels,
                                               hidden=attention_hidden)
         self.audio_lstm = SequenceLSTM(audio_channels, lstm_hidden)

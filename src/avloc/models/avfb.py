@@ -67,7 +67,8 @@ class MFBAttention(nn.Module):
 
     def __init__(self, visual_channels: int, audio_channels: int, factor: int = 5, out_features: int = 1000) -> None:
         super().__init__()
-        self.factor, self.out_features = factor, out_features
+        self.factor = factor
+        self.out_features = out_features
         self.visual = nn.Linear(visual_channels, factor * out_features, bias=False)  # U^T
         self.audio = nn.Linear(audio_channels, factor * out_features, bias=False)  # V^T
         self.score = nn.Linear(out_features, 1, bias=False)  # W_z
@@ -139,7 +140,8 @@ class SWAB(nn.Module):
     def __init__(self, features: int, pool: str = "mean+max", rescale: bool = True) -> None:
         super().__init__()
         check_choice("segment_pool", pool, SEGMENT_POOLS)
-        self.pools, self.rescale = pool.split("+"), rescale
+        self.pools = pool.split("+")
+        self.rescale = rescale
         self.glob = nn.Linear(features, features)  # W_g, b_g
         self.local = nn.Linear(features, features)  # W_g', b_g'
         self.score = nn.Linear(features, 1, bias=False)  # W_alpha
@@ -279,8 +281,11 @@ class AVFBNet(LocalizationModel):
         check_choice("audio_pool", audio_pool, POOLS)
         if not margin >= 0:
             raise AvlocError(f"margin must be >= 0, got {margin}")
-        self.visual_channels, self.audio_channels, self.num_classes = visual_channels, audio_channels, num_classes
-        self.audio_pool, self.margin = audio_pool, margin
+        self.visual_channels = visual_channels
+        self.audio_channels = audio_channels
+        self.num_classes = num_classes
+        self.audio_pool = audio_pool
+        self.margin = margin
         self.avfb = AVFB(visual_channels, audio_channels, mfb_factor, mfb_out)
         self.visual_lstm = SequenceLSTM(visual_channels, hidden, bidirectional=False)
         self.audio_lstm = SequenceLSTM(audio_channels, hidden, bidirectional=False)

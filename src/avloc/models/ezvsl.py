@@ -72,8 +72,10 @@ class EZVSL(LocalizationModel):
         super().__init__()
         check_choice("pool", pool, POOLS)
         check_temperature(temperature)
-        self.visual_channels, self.audio_channels = visual_channels, audio_channels
-        self.pool, self.temperature = pool, temperature
+        self.visual_channels = visual_channels
+        self.audio_channels = audio_channels
+        self.pool = pool
+        self.temperature = temperature
         self.visual_projection = Projection(visual_channels, channels, layers=projection_layers, norm=norm)
         self.audio_projection = Projection(audio_channels, channels, layers=projection_layers, norm=norm)
 

@@ -182,8 +182,12 @@ class SpaceTimeMemory(nn.Module):
         check_choice("variant", variant, VARIANTS)
         check_choice("pool", pool, POOLS)
         check_positive(memory_size=memory_size)
-        self.variant, self.memory_size, self.causal, self.pool = variant, memory_size, causal, pool
-        self.spatial_temperature, self.spatial_similarity = spatial_temperature, spatial_similarity
+        self.variant = variant
+        self.memory_size = memory_size
+        self.causal = causal
+        self.pool = pool
+        self.spatial_temperature = spatial_temperature
+        self.spatial_similarity = spatial_similarity
 
         def build(used: bool) -> TemporalAttention | None:
             return TemporalAttention(channels, heads=heads, pool=pool) if used else None

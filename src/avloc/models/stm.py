@@ -28,7 +28,7 @@ from avloc.models.blocks import (
 )
 from avloc.models.encoders import Encoder, create_encoder
 from avloc.models.memory import VARIANTS, MemoryBank, MemoryOutput, SpaceTimeMemory
-from avloc.types import AVOutput, AvlocError
+from avloc.types import AVOutput, AvlocError, FeatureShapeError
 
 TEMPORAL_POOLS = ("max", "mean")
 
@@ -162,10 +162,15 @@ class STM(LocalizationModel):
         for encoder, expected, what in ((visual, visual_channels, "visual"), (audio, audio_channels, "audio")):
             if encoder is not None and encoder.out_channels != expected:
                 raise AvlocError(f"{what}_channels={expected} but the {what} encoder gives {encoder.out_channels}")
-        self.visual_channels, self.audio_channels, self.num_classes = visual_channels, audio_channels, num_classes
-        self.pool, self.temporal_pool = pool, temporal_pool
-        self.train_visual, self.train_audio = train_visual, train_audio
-        self.visual_encoder, self.audio_encoder = visual, audio
+        self.visual_channels = visual_channels
+        self.audio_channels = audio_channels
+        self.num_classes = num_classes
+        self.pool = pool
+        self.temporal_pool = temporal_pool
+        self.train_visual = train_visual
+        self.train_audio = train_audio
+        self.visual_encoder = visual
+        self.audio_encoder = audio
         for encoder in self._frozen_encoders():
             encoder.requires_grad_(False).eval()
         self.visual_projection = Projection(visual_channels, channels, layers=projection_layers, norm=norm)
@@ -310,13 +315,13 @@ class STM(LocalizationModel):
         """``features`` as they are, or ``raw (B, T, channels, H, W)`` through ``encoder``."""
         raw_name = "frames" if what == "visual" else "logmel"
         if (features is None) == (raw is None):
-            raise ValueError(f"STM: pass exactly one of {what} features and {raw_name}")
+            raise TypeError(f"STM: pass exactly one of {what} features and {raw_name}")
         if raw is None:
             return features
         if encoder is None:
             raise ValueError(f"STM: {raw_name} given but the model holds no {what} encoder")
         if raw.ndim != 5 or raw.shape[2] != channels:
-            raise ValueError(f"STM: expected {raw_name} (B, T, {channels}, H, W), got {tuple(raw.shape)}")
+            raise FeatureShapeError(f"STM: expected {raw_name} (B, T, {channels}, H, W), got {tuple(raw.shape)}")
         trained = self.train_visual if what == "visual" else self.train_audio
         with torch.set_grad_enabled(trained and torch.is_grad_enabled()):
             maps = encoder(raw.flatten(0, 1))  # (B*T, channels, H, W) -> (B*T, C, h, w)

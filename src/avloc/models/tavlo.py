@@ -184,9 +184,13 @@ class TAVLO(LocalizationModel):
         _check_options(channels, temporal_channels, depth, heads, mlp_ratio, audio_kernel)
         check_temperature(temperature)
         check_choice("negative", negative, NEGATIVE_POOLS)
-        self.visual_channels, self.audio_channels = visual_channels, audio_channels
-        self.channels, self.temporal_channels = channels, temporal_channels
-        self.audio_kernel, self.temperature, self.negative = audio_kernel, temperature, negative
+        self.visual_channels = visual_channels
+        self.audio_channels = audio_channels
+        self.channels = channels
+        self.temporal_channels = temporal_channels
+        self.audio_kernel = audio_kernel
+        self.temperature = temperature
+        self.negative = negative
         self.audio_conv = nn.Conv2d(audio_channels, channels, kernel_size=audio_kernel)
         self.visual_projection = Projection(visual_channels, channels, layers=1, norm=False)
         self.blocks = nn.ModuleList(

@@ -118,7 +118,8 @@ class AVEFeatures:
             folder = folder.parent
         if not folder.is_dir():
             raise AvlocError(f"{folder}: no such AVE feature folder")
-        self.folder, self.path = folder, folder / VISUAL_FILE
+        self.folder = folder
+        self.path = folder / VISUAL_FILE
         samples = read_annotations(folder / ANNOTATIONS)
         self._files = [(folder / VISUAL_FILE, folder / AUDIO_FILE)]
         self._shapes = shapes = _check_files(self._files[0], len(samples), f"{ANNOTATIONS} has {len(samples)} samples")
@@ -162,7 +163,8 @@ class AVEFeatures:
     def _dataset(self, path: Path) -> h5py.Dataset:
         # h5py handles must not cross fork(): reopen in every DataLoader worker.
         if self._pid != os.getpid():
-            self._h5, self._pid = {}, os.getpid()
+            self._h5 = {}
+            self._pid = os.getpid()
         if path not in self._h5:
             self._h5[path] = h5py.File(path, "r")
         return self._h5[path][FEATURE_KEY]
