@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from avloc.cli import build_parser, main
+from avloc.models import list_models
 from avloc.models.encoders import list_encoders
 
 
@@ -32,6 +33,16 @@ def test_encoders_lists_every_encoder(capsys):
     assert listed == list_encoders()
 
 
+def test_models_shows_paper_supervision_and_streaming(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("\n  paper:")
+    assert len(blocks) == len(list_models()) + 1
+    assert "stm\n  paper:       Li, Tian, Xu." in out
+    assert "supervision: self\n  localises:   yes (a heat map per step)\n  event class: no (heat maps only)" in out
+    assert "streams:     no: " in out and "streams:     yes" in out
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -52,3 +63,7 @@ def test_synth_refuses_a_foreign_nonempty_folder(tmp_path, capsys):
     assert main(["synth", str(tmp_path), "--clips", "1", "--seed", "0", "-q"]) == 2
     assert "avloc: error: " in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_synth_seed_defaults_to_zero():
+    assert build_parser().parse_args(["synth", "out", "--clips", "1"]).seed == 0

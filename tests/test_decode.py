@@ -229,6 +229,21 @@ def write_vfr(path: Path, pts_ms: list[int]) -> None:
         container.mux(stream.encode())
 
 
+@pytest.mark.parametrize("width", [120, 426])  # not multiples of 16 (426: 240p at 16:9)
+def test_frames_of_any_width_decode_exactly_and_deterministically(tmp_path, width):
+    # swscale's direct YUV -> planar RGB conversion garbled the last width % 16 columns, differently each run.
+    rng = np.random.default_rng(0)
+    path = tmp_path / "odd.mp4"
+    write_video(path, rng.integers(0, 256, (4, 90, width, 3), dtype=np.uint8), 4.0, np.zeros(16000, np.float32), 16000)
+    with av.open(str(path)) as container:
+        reference = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    full = [(step.frame.permute(1, 2, 0).numpy() * 255).round() for step in iter_steps(path, fps=4.0, size=None)]
+    assert len(full) == len(reference)
+    assert all(np.array_equal(ours, theirs) for ours, theirs in zip(full, reference))
+    resized = [torch.stack([step.frame for step in iter_steps(path, fps=4.0, size=64)]) for _ in range(3)]
+    assert torch.equal(resized[0], resized[1]) and torch.equal(resized[0], resized[2])
+
+
 def test_variable_frame_rate_uses_timestamps(tmp_path):
     pts_ms = [0, 100, 130, 400, 410, 800, 1000, 1300, 1450]
     path = tmp_path / "vfr.mp4"

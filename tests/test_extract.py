@@ -138,7 +138,7 @@ def test_video_windows_match_the_cached_features(tiny_dataset, full_cache):
     np.testing.assert_allclose(visual.numpy(), cached.visual, atol=1e-4)
 
 
-def test_corrupt_video_is_reported_and_finished_clips_are_kept(tiny_dataset, tmp_path, capsys):
+def test_corrupt_video_is_reported_before_any_clip_is_encoded(tiny_dataset, tmp_path, capsys):
     import shutil
 
     broken = tmp_path / "broken"
@@ -149,4 +149,7 @@ def test_corrupt_video_is_reported_and_finished_clips_are_kept(tiny_dataset, tmp
     error = capsys.readouterr().err.strip()
     assert error.startswith("avloc: error: ") and "2.mp4" in error and "\n" not in error
     assert not out.exists()
-    assert len(list(out.with_name("f.h5.parts").glob("*.npz"))) == 2
+    assert not out.with_name("f.h5.parts").exists()  # every video is looked at before the first is encoded
+    assert main(["extract", str(broken), "--out", str(out), "--size", "64", "--skip-broken", "-q"]) == 0
+    assert len(FeatureCache(out)) == 2
+    assert "2.mp4: not a readable video file" in (tmp_path / "f.h5.skipped.txt").read_text()

@@ -52,3 +52,22 @@ def test_a_builder_must_return_a_localization_model(registry):
 def test_unknown_name_lists_the_registered_ones():
     with pytest.raises(AvlocError, match="unknown model 'nope'.*stm"):
         create_model("nope")
+
+
+def test_model_names_are_case_insensitive():
+    assert _registry.model_name("EZVSL") == "ezvsl" and _registry.model_name("Stm") == "stm"
+    assert type(create_model("STM", visual_channels=8, audio_channels=8, num_classes=2)).__name__ == "STM"
+    assert _registry.model_accepts("STM", "variant") and not _registry.model_accepts("STM", "nope")
+    with pytest.raises(AvlocError, match="unknown model 'STMX'"):
+        _registry.model_name("STMX")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_describe_model_reads_the_contract(name):
+    described = _registry.describe_model(name.upper())
+    model = create_model(name, visual_channels=8, audio_channels=8, num_classes=2)
+    assert described["name"] == name
+    assert described["paper"] and described["paper"] == model.paper
+    assert described["supervisions"] == model.supervisions
+    assert described["streams"] == model.stream_refusal()
+    assert described["classifier"] == (name not in ("avdln", "ezvsl", "tavlo"))

@@ -1,6 +1,7 @@
 """Train, resume and evaluate end to end on a tiny synthetic benchmark (features cached)."""
 
 import json
+import re
 from dataclasses import asdict, replace
 
 import pytest
@@ -48,6 +49,17 @@ def _config(bench, out, **overrides):
                   lr=1e-3, model_options={"variant": "c+u", "channels": 32})
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def test_fit_prints_one_line_per_epoch_and_no_bars_off_a_terminal(bench, tmp_path, capsys):
+    fit(_config(bench, tmp_path / "run", model="STM"), progress=True)  # model names are case-insensitive
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert re.fullmatch(r"epoch 1/2: train loss \d+\.\d{4}, val loss \d+\.\d{4} \(best\), "
+                        r"val accuracy \d\.\d{3}, \d+\.\d s", lines[0])
+    assert "\r" not in captured.err and "batch" not in captured.err  # no progress bar in a log file
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["model"] == "stm"
 
 
 def test_fit_writes_checkpoints_log_and_curve(bench, tmp_path):
@@ -116,6 +128,26 @@ def test_cli_train_eval_and_baselines(bench, tmp_path, capsys):
     assert "defined at 224 px" in capsys.readouterr().err
     assert main(["eval", str(out / "best.pt"), str(dataset), "--features", str(features), "--otsu-floor", "x"]) == 2
     assert "--otsu-floor expects a number" in capsys.readouterr().err
+    # Panels: N frames per scenario, beside the report.
+    assert main(["eval", str(out / "best.pt"), str(dataset), "--features", str(features), "--size", "64",
+                 "--save-visualizations", "2", "--out", str(tmp_path / "v.json"), "-q"]) == 0
+    assert f"to {tmp_path / 'v-visualizations'}" in capsys.readouterr().out
+    listed = json.loads((tmp_path / "v.json").read_text())["visualizations"]
+    panels = sorted((tmp_path / "v-visualizations").rglob("*.png"))
+    assert sorted(map(str, panels)) == sorted(listed) and panels
+    scenarios = {path.parent.name for path in panels}
+    assert scenarios <= set(SCENARIO_ROWS) and all(len(list((tmp_path / "v-visualizations" / s).glob("*.png"))) <= 2
+                                                   for s in scenarios)
+    assert main(["eval", str(out / "best.pt"), str(dataset), "--features", str(features),
+                 "--save-visualizations", "-1", "-q"]) == 2
+    assert "--save-visualizations must be >= 0" in capsys.readouterr().err
+    # A run folder stands for its best.pt; the report goes beside it, named after it.
+    assert main(["eval", str(out), str(dataset), "--features", str(features), "--size", "64", "-q"]) == 0
+    assert f"wrote {out}/eval-best-" in capsys.readouterr().out
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    assert main(["eval", str(empty), str(dataset), "--features", str(features), "-q"]) == 2
+    assert f"{empty}: a folder without best.pt" in capsys.readouterr().err
     assert main(["models"]) == 0 and "stm" in capsys.readouterr().out
 
 

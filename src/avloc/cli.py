@@ -75,11 +75,14 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _extract(args: argparse.Namespace) -> int:
     from avloc.data.formats.ave_features import AUTHORS_FRAMES_PER_SECOND
+    from avloc.devices import resolve_device
     from avloc.extract import extract_ave_features, extract_features, parse_shard
 
     weights = _parse_weights(args.weights)
     common = {"visual_weights": weights.get("visual"), "audio_weights": weights.get("audio"),
-              "shard": parse_shard(args.shard), "batch_size": args.batch_size, "progress": not args.quiet}
+              "shard": parse_shard(args.shard), "batch_size": args.batch_size, "progress": not args.quiet,
+              "skip_broken": args.skip_broken,
+              "device": resolve_device(args.device)}
     if args.format == "ave":
         if args.fps is not None or args.audio_window is not None:
             raise AvlocError("--fps and --audio-window do not apply to --format ave (one row step per second, "
@@ -99,6 +102,8 @@ def _extract(args: argparse.Namespace) -> int:
             audio_window=args.audio_window, **common,
         )
     print(f"encoded {result.extracted} clips, {result.skipped} already done")
+    if result.summary:  # --skip-broken
+        print(result.summary)
     if result.remaining:
         print(f"{result.remaining} clips are left to other shards; the last shard to finish writes {result.out}")
     else:
@@ -117,8 +122,14 @@ def _encoders(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     from avloc.models import list_models
+    from avloc.models._registry import describe_model
 
-    print("\n".join(list_models()))
+    for name in list_models():
+        model = describe_model(name)
+        streams = "yes" if model["streams"] is None else f"no: {model['streams']}"
+        classes = "yes" if model["classifier"] else "no (heat maps only)"
+        print(f"{name}\n  paper:       {model['paper']}\n  supervision: {', '.join(model['supervisions'])}\n"
+              f"  localises:   yes (a heat map per step)\n  event class: {classes}\n  streams:     {streams}")
     return 0
 
 
@@ -129,8 +140,9 @@ _STM_FLAGS = {"variant": "--variant", "memory_size": "--memory-size", "causal": 
 
 def _train(args: argparse.Namespace) -> int:
     from avloc.distributed import is_main
-    from avloc.models._registry import check_options, option_defaults
+    from avloc.models._registry import check_options, model_name, option_defaults
     from avloc.config import RESERVED_OPTIONS, TrainConfig, read_config_file
+    from avloc.devices import training_device
     from avloc.train import fit
 
     # Settings, lowest priority first: TrainConfig's defaults, the --config file, explicit flags.
@@ -144,7 +156,7 @@ def _train(args: argparse.Namespace) -> int:
              "audio": args.audio, "fps": args.fps, "size": args.size}
     # Encoders, fps and size not given here or in the file: TrainConfig reads the feature cache's.
     values = {**file, **{key: value for key, value in flags.items() if value is not None}, "dataset": args.dataset}
-    model = values.setdefault("model", "stm")
+    model = values["model"] = model_name(values.get("model", "stm"))  # names are case-insensitive
     # The file's options are those of the file's model: another --model starts from its own defaults.
     options = dict(file.get("model_options", {})) if file.get("model", "stm") == model else {}
     shortcuts = {"variant": args.variant, "memory_size": args.memory_size, "audio_dropout": args.audio_dropout,
@@ -160,7 +172,8 @@ def _train(args: argparse.Namespace) -> int:
     if "out" not in values:  # named from the final options: --option variant=u trains stm-u
         name = f"{model}-{options.get('variant', option_defaults('stm')['variant'])}" if model == "stm" else model
         values["out"] = f"runs/{name}-seed{values.get('seed', 0)}"
-    best = fit(TrainConfig(**values), resume=args.resume, progress=not args.quiet)
+    best = fit(TrainConfig(**values), resume=args.resume, progress=not args.quiet, skip_broken=args.skip_broken,
+               device=training_device(args.device))
     if is_main():  # under torchrun, one report for all processes
         print(f"best checkpoint (lowest validation loss): {best}")
         print(f"log and loss curve: {best.parent / 'log.csv'}, {best.parent / 'loss.png'}")
@@ -179,17 +192,22 @@ def _eval(args: argparse.Namespace) -> int:
 
     from dataclasses import replace
 
+    from avloc.devices import resolve_device
     from avloc.evaluate import evaluate
     from avloc.report import default_report_path, format_table, write_report
     from avloc.protocols import PROTOCOLS
+    from avloc.trained import resolve_source
 
+    if Path(args.checkpoint).is_dir():  # a run folder: its best.pt (the report goes beside it)
+        args.checkpoint = str(resolve_source(args.checkpoint))
     if args.task == "cross-modal":
         import json
 
         from avloc.atomic import atomic_path
         from avloc.cross_modal import evaluate_cross_modal
 
-        scores = evaluate_cross_modal(args.checkpoint, args.dataset, args.features, split=args.split)
+        scores = evaluate_cross_modal(args.checkpoint, args.dataset, args.features, split=args.split,
+                                      device=resolve_device(args.device))
         out = Path(args.out or Path(args.checkpoint).with_name(f"eval-cross-modal-{args.split}.json"))
         with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(scores, indent=1))
@@ -204,11 +222,25 @@ def _eval(args: argparse.Namespace) -> int:
         floor = None if args.otsu_floor.lower() == "none" else _float_flag("--otsu-floor", args.otsu_floor)
     protocol = replace(named, size=named.size if args.size is None else args.size, gt_convention=args.gt,
                        box_mode=args.boxes, matching=args.matching, top_percent=args.top_percent, otsu_floor=floor)
-    report = evaluate(args.checkpoint, args.dataset, split=args.split, features=args.features, protocol=protocol,
-                      progress=not args.quiet)
+    if args.save_visualizations < 0:
+        raise AvlocError(f"--save-visualizations must be >= 0, got {args.save_visualizations}")
     out = Path(args.out) if args.out else default_report_path(args.checkpoint, args.dataset, args.split, protocol.name)
+    panels = out.with_name(f"{out.stem}-visualizations")
+    report = evaluate(args.checkpoint, args.dataset, split=args.split, features=args.features, protocol=protocol,
+                      progress=not args.quiet, visualizations=args.save_visualizations, visualization_dir=panels,
+                      skip_broken=args.skip_broken,
+                      device=resolve_device(args.device))
     write_report(report, out)
     print(format_table(report))
+    if args.skip_broken:  # the clips left out, listed beside the report
+        from avloc.data.usable import Skipped, record_skipped
+
+        skipped = [Skipped(**entry) for entry in report["skipped"]]
+        print(record_skipped(out.with_suffix(".skipped.txt"), report["n_clips"], report["n_clips"] + len(skipped),
+                             skipped))
+    if args.save_visualizations:
+        print(f"wrote {len(report['visualizations'])} panels ({args.save_visualizations} frames per scenario at most) "
+              f"to {panels}")
     print(f"wrote {out}")
     return 0
 
@@ -218,11 +250,16 @@ def _localize(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from avloc.devices import resolve_device
     from avloc.localize_video import localize_video
 
-    out = Path(args.out) if args.out else Path("avloc-out") / Path(args.video).stem
-    result = localize_video(args.video, out, model=args.model, fps=args.fps, start=args.start, end=args.end,
-                            stream=args.stream, box_mode=args.boxes, sheet_frames=args.sheet_frames,
+    device = resolve_device(args.device)
+    if len(args.video) > 1 or Path(args.video[0]).is_dir():
+        return _localize_batch(args, device)
+    video = args.video[0]
+    out = Path(args.out) if args.out else Path("avloc-out") / Path(video).stem
+    result = localize_video(video, out, model=args.model, fps=args.fps, start=args.start, end=args.end,
+                            stream=args.stream, box_mode=args.boxes, sheet_frames=args.sheet_frames, device=device,
                             progress=not args.quiet)
     print(f"{len(result.times)} steps, {result.frames_written} frames")
     if result.latencies is not None:
@@ -235,11 +272,30 @@ def _localize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _datasets_check(args: argparse.Namespace) -> int:
-    from avloc.data.formats.check import check_dataset
+def _localize_batch(args: argparse.Namespace, device) -> int:
+    """Several videos or folders: one output folder each under --out, and --out/summary.csv."""
+    from avloc.localize_batch import FINISHED, LOCALISED, SKIPPED, localize_batch
 
-    print("\n".join(check_dataset(args.folder)))
-    return 0
+    result = localize_batch(args.video, args.out or "avloc-out", model=args.model, fps=args.fps, start=args.start,
+                            end=args.end, stream=args.stream, box_mode=args.boxes, sheet_frames=args.sheet_frames,
+                            device=device, progress=not args.quiet)
+    done, finished, skipped = (result.count(status) for status in (LOCALISED, FINISHED, SKIPPED))
+    print(f"localised {done} of {len(result.rows)} videos, {skipped} skipped (see {result.summary})")
+    if finished:
+        print(f"{finished} finished by an earlier run with the same settings, skipped as finished")
+    return 1 if skipped else 0
+
+
+def _datasets_check(args: argparse.Namespace) -> int:
+    from avloc.data.formats.check import inspect_dataset
+
+    report = inspect_dataset(args.folder)
+    print("\n".join(report.lines))
+    if not report.problems:
+        return 0
+    print(f"avloc: error: {report.source}: {report.problems} problems, listed above: a run on this dataset stops "
+          "at the first (--skip-broken on extract, train and eval leaves the broken clips out)", file=sys.stderr)
+    return 1
 
 
 def _datasets_convert(args: argparse.Namespace) -> int:
@@ -250,7 +306,8 @@ def _datasets_convert(args: argparse.Namespace) -> int:
     print(f"wrote {result.manifest}: {result.clips} clips, {result.annotated_frames} annotated frames")
     if result.missing:
         shown = ", ".join(result.missing[:10]) + (" ..." if len(result.missing) > 10 else "")
-        print(f"{len(result.missing)} clips left out, their videos were not found: {shown}")
+        print(f"warning: {len(result.missing)} clips left out, their videos were not found: {shown}")
+        print(f"what to fetch (source id and time window of each): {result.missing_list}")
     print(f"check it with: avloc datasets check {args.out}")
     return 0
 
@@ -267,6 +324,33 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from avloc.export import export_model
+
+    result = export_model(args.checkpoint, args.format, args.out)
+    print(f"wrote {result.path} ({result.format})")
+    for what, specs in (("inputs", result.inputs), ("outputs", result.outputs)):
+        print(f"{what}:")
+        for spec in specs:
+            print(f"  {spec.describe()}")
+    checked = "not checked (onnxruntime is not installed)" if result.difference is None else \
+        f"largest difference from PyTorch over two steps {result.difference:.2g}"
+    print(f"{checked}; the log-mel front end stays outside: settings in the file's metadata 'avloc.mel'")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from avloc.serve import ServeConfig, serve
+
+    config = ServeConfig(model=args.model, device=args.device, host=args.host, port=args.port,
+                         max_seconds=args.max_seconds, max_mb=args.max_mb,
+                         work=None if args.work is None else Path(args.work))
+    serve(config, on_ready=lambda url: print(f"avloc serve: {url} (Ctrl+C stops it)", flush=True))
+    return 0
+
+
 def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
     """--visual, --audio, --weights, --fps, --size; left None when absent (``defaults`` says what then)."""
     parser.add_argument("--visual", default=None,
@@ -280,6 +364,15 @@ def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: dict[str, str]
     parser.add_argument("--size", type=int, default=None, help=f"frame size in pixels (default: {defaults['size']})")
 
 
+def _add_device_flag(parser: argparse.ArgumentParser, auto: str = "") -> None:
+    """--device auto|cpu|cuda|mps (avloc.devices.resolve_device), auto by default."""
+    from avloc.devices import DEVICE_CHOICES
+
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                        help=f"where to run: auto (default) takes the GPU when there is one, CUDA then MPS, else "
+                        f"the CPU{auto}; cuda or mps when there is none is an error")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="avloc", description="Find which object is making the sound in a video.")
     parser.add_argument("--version", action="version", version=f"avloc {__version__}")
@@ -290,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Write a synthetic audio-visual dataset with exact per-frame ground truth.")
     synth.add_argument("out", help="output dataset folder")
     synth.add_argument("--clips", type=int, required=True, help="number of clips")
-    synth.add_argument("--seed", type=int, required=True, help="random seed (same seed -> same dataset)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0; same seed -> same dataset)")
     synth.add_argument("--size", type=int, default=128, help="frame size in pixels (default 128)")
     synth.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
@@ -345,7 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds of audio per step, centred on the frame (default 1/fps)")
     extract.add_argument("--shard", default="0/1", help="I/N: encode every N-th clip from the I-th (default 0/1)")
     extract.add_argument("--batch-size", type=int, default=16, help="steps per encoder batch (default 16)")
+    extract.add_argument("--skip-broken", action="store_true",
+                         help="leave out the clips whose video cannot be read (missing, not a video, no decodable "
+                         "frame, no sound, too short), list them with their reasons in FILE.h5.skipped.txt (--format "
+                         "ave: FOLDER.skipped.txt) and go on (default: the first one stops the run)")
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_device_flag(extract)
     extract.set_defaults(run=_extract)
 
     encoders = sub.add_parser("encoders", help="list the visual and audio encoders")
@@ -410,13 +508,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None,
                        help="run folder (default: the --config file's, else runs/MODEL-VARIANT-seedS)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    train.add_argument("--skip-broken", action="store_true",
+                       help="leave out the clips whose video cannot be read (missing, not a video, no decodable frame, "
+                       "no sound, shorter than a window; with --features: not in the cache), found before the first "
+                       "epoch, listed with their reasons in OUT/skipped.txt (default: the first one stops the run)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_device_flag(train, " (under torchrun: each process's own, cuda:LOCAL_RANK with NCCL, else the CPU)")
     train.set_defaults(run=_train)
 
     evaluate = sub.add_parser("eval", help="localisation metrics per scenario (table + JSON)",
                               description="Evaluate a checkpoint (or baseline:random / baseline:centre) on a split.")
-    evaluate.add_argument("checkpoint", help="checkpoint file, or baseline:random / baseline:centre")
+    evaluate.add_argument("checkpoint", help="checkpoint file, a run folder (its best.pt), or baseline:random / "
+                          "baseline:centre")
     evaluate.add_argument("dataset", help="native dataset folder")
+    evaluate.add_argument("--save-visualizations", type=int, default=0, metavar="N",
+                          help="write a panel (frame, heat map, predicted boxes, ground truth, the frame's cIoU) "
+                          "for N frames per scenario, in REPORT-visualizations/ beside the report (default 0)")
     evaluate.add_argument("--split", default="test", choices=["train", "val", "test"], help="split (default test)")
     evaluate.add_argument("--task", default="localization", choices=["localization", "cross-modal"],
                           help="localization metrics per scenario, or A2V / V2A cross-modal localisation (AVDLN)")
@@ -440,16 +547,25 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--top-percent", type=float, default=10.0, help="AVATAR global threshold for TN%%")
     evaluate.add_argument("--out", default=None, help="JSON report (default: eval-<model>-<dataset>-<split>-<protocol>"
                           ".json beside the checkpoint; for a baseline, in the current folder)")
+    evaluate.add_argument("--skip-broken", action="store_true",
+                          help="leave out the clips whose video cannot be read (with --features: not in the cache), "
+                          "list them with their reasons beside the report (REPORT.skipped.txt) and score the others "
+                          "(default: the first one stops the run)")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_device_flag(evaluate)
     evaluate.set_defaults(run=_eval)
 
     localize = sub.add_parser("localize", help="localise the sounding objects of a video: overlay, boxes, maps",
                               description="Heat maps, boxes and event classes of a video, frame by frame. Writes "
                                           "overlay.mp4, boxes.json, heatmaps.npz and contact_sheet.png to --out.")
-    localize.add_argument("video", help="video file with a soundtrack")
+    localize.add_argument("video", nargs="+",
+                          help="video file with a soundtrack; or folders (searched recursively) and several files: "
+                          "each video localised into --out/NAME, a summary in --out/summary.csv, videos that cannot "
+                          "be localised skipped with their reason, finished ones not redone")
     localize.add_argument("--model", default="default", help="'default' (built-in) or a checkpoint file")
     localize.add_argument("--fps", type=float, default=None, help="steps per second (default: the model's, 4)")
-    localize.add_argument("--out", default=None, help="output folder (default avloc-out/VIDEO-NAME)")
+    localize.add_argument("--out", default=None,
+                          help="output folder (default avloc-out/VIDEO-NAME; for folders or several videos avloc-out)")
     localize.add_argument("--start", type=float, default=None, help="first second to process")
     localize.add_argument("--end", type=float, default=None, help="last second to process (exclusive)")
     localize.add_argument("--stream", action="store_true",
@@ -459,14 +575,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one enclosing box per frame (STM authors) or one per contour")
     localize.add_argument("--sheet-frames", type=int, default=8, help="frames on the contact sheet (default 8)")
     localize.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_device_flag(localize)
     localize.set_defaults(run=_localize)
 
     datasets = sub.add_parser("datasets", help="check dataset folders; convert the field's layouts to native")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
     check = datasets_sub.add_parser("check", help="recognise the layout, count samples, list missing files",
-                                    description="Validate a dataset folder (native manifest.jsonl or AVE "
-                                                "Annotations.txt) and print counts per split and class and every "
-                                                "missing or broken file. Works on annotation-only folders.")
+                                    description="Validate a dataset folder (native manifest.jsonl, AVE "
+                                                "Annotations.txt, or any layout `datasets convert` reads) and print "
+                                                "counts per split and class and every missing or broken file. A "
+                                                "native dataset's videos are each opened (headers, first frame, "
+                                                "sound, long enough for the annotations); every bad manifest line "
+                                                "and video is listed with its line, and the exit status is 1 when "
+                                                "there is one. Works on annotation-only folders.")
     check.add_argument("folder", help="dataset folder (or a VGG-SS .json file)")
     check.set_defaults(run=_datasets_check)
     convert = datasets_sub.add_parser(
@@ -475,15 +596,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "write OUT/manifest.jsonl with boxes in video pixels. See docs/datasets.md.")
     convert.add_argument("layout", choices=["ave", "audioset-instrument", "vggss", "flickr", "avatar"],
                          help="the source layout")
-    convert.add_argument("source", help="ave: folder with Annotations.txt + *_order.h5; audioset-instrument: "
+    convert.add_argument("source", help="ave: folder with Annotations.txt + *_order.h5, or the STM authors' "
+                         "trainSet/valSet/testSet.txt; audioset-instrument: "
                          "folder with the split CSVs; vggss: the JSON file; flickr: folder of .xml files; avatar: "
                          "folder of <video id>/<frame>.json")
     convert.add_argument("--out", required=True, help="native dataset folder to write")
     convert.add_argument("--videos", default=None,
-                         help="folder searched (recursively) for the videos, named by clip id (default: the source "
-                              "folder); flickr also takes <id>.jpg + <id>.wav")
+                         help="folder searched (recursively) for the videos, named by the source id: the YouTube id "
+                              "(ave, audioset-instrument), VGGSound's <id>_<start> (vggss), the Flickr or AVATAR id "
+                              "(default: the source folder); flickr also takes <id>.jpg + <id>.wav. Clips not found "
+                              "are listed in OUT/missing_videos.txt (none found: that list alone, exit status 2)")
     convert.add_argument("--boxes", default=None,
-                         help="ave, audioset-instrument: the STM authors' CVAT folder (<youtube id>/annotations.xml)")
+                         help="ave, audioset-instrument: the STM authors' CVAT folder (<youtube id>/annotations.xml, "
+                         "or one such <youtube id> folder)")
     convert.add_argument("--link", default="symlink", choices=["symlink", "hardlink", "copy"],
                          help="how videos enter OUT/videos (default symlink)")
     convert.add_argument("--split", default="test", choices=["train", "val", "test"],
@@ -506,6 +631,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default="default", help="'default' (built-in) or a checkpoint file")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
+
+    export = sub.add_parser(
+        "export", help="export the streaming localiser (encoders + memory step) to ONNX or TorchScript",
+        description="Export one step of the streaming localiser as one graph: frame (B, 3, H, W) in [0, 1] and "
+                    "log-mel (B, 1, M, F) in, heat map and class logits / probabilities out, with STM's memory as "
+                    "explicit state inputs and outputs (K slots + a mask; start from zeros, feed each next_* "
+                    "output back). The log-mel front end (avloc.audio.log_mel) is not in the graph: compute it "
+                    "from the step's audio segment with the settings in the file's metadata. README.md, "
+                    "'Export', lists the inputs and outputs.")
+    export.add_argument("checkpoint", help="'default' (built-in) or a checkpoint file")
+    export.add_argument("--format", default="onnx", metavar="onnx|torchscript",
+                        help="onnx (opset 20; needs onnx and onnxscript) or torchscript (default onnx)")
+    export.add_argument("--out", required=True, help="file to write (written atomically)")
+    export.set_defaults(run=_export)
+
+    serve = sub.add_parser("serve", help="a web page to localise uploaded videos (needs the web extra)",
+                           description="Serve a web page (Gradio) that localises an uploaded video or a bundled "
+                           "demo clip: overlay with sound, class probabilities, a step slider, downloads. Offline; "
+                           "needs pip install -e '.[web]'.")
+    serve.add_argument("--model", default="default", help="'default' (built-in) or a checkpoint file")
+    _add_device_flag(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    serve.add_argument("--max-seconds", type=float, default=120.0, help="longest video accepted (default 120)")
+    serve.add_argument("--max-mb", type=float, default=200.0, help="largest upload accepted, in MB (default 200)")
+    serve.add_argument("--work", default=None,
+                       help="folder for uploads and results (default: a new temporary folder, removed on exit)")
+    serve.set_defaults(run=_serve)
     return parser
 
 

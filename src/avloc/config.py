@@ -23,7 +23,7 @@ from avloc.atomic import atomic_path
 from avloc.data.sources import open_features
 from avloc.losses import AUTO, SUPERVISIONS
 from avloc.models import create_model, model_accepts
-from avloc.models._registry import check_options, convert_value
+from avloc.models._registry import check_options, convert_value, model_name
 from avloc.models.blocks import check_positive
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError
@@ -107,6 +107,7 @@ class TrainConfig:
             if self.features is not None and getattr(self, f"train_{modality}"):
                 raise AvlocError(f"train_{modality} trains the {modality} encoder, which needs the videos: drop "
                                  f"features (--features) or pass --no-train-{modality}")
+        object.__setattr__(self, "model", model_name(self.model))  # case-insensitive; stored as registered
         object.__setattr__(self, "model_options",
                            check_options(self.model, self.model_options, reserved=RESERVED_OPTIONS))
         if self.supervision not in (AUTO, *SUPERVISIONS):

@@ -34,12 +34,14 @@ from avloc.baselines import BASELINE_FPS, BaselineMaps, baseline_name
 from avloc.data.cache import CacheMeta, encode_clip
 from avloc.data.manifest import ClipRecord
 from avloc.data.sources import load_dataset, open_features
+from avloc.data.usable import check_video, load_for_videos, usable_clips
+from avloc.eval_panels import FrameSource, save_visualizations
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.metrics import ClassificationMeter
 from avloc.protocols import PROTOCOLS, AnnotatedMap, Protocol
 from avloc.report import build_report
 from avloc.trained import load_trained
-from avloc.types import AvlocError, FeatureShapeError
+from avloc.types import AvlocError, FeatureShapeError, VideoInfo
 
 
 class _BaselinePredictor:
@@ -96,6 +98,17 @@ class _ModelPredictor:
             raise AvlocError(f"{source}: clip {record.id!r}: {error}") from None
         logits = output.logits[0].cpu() if output.logits is not None else None
         return output.heatmap[0].cpu(), logits, clip.times
+
+
+def _check_clip(record: ClipRecord, predictor: _BaselinePredictor | _ModelPredictor) -> VideoInfo | None:
+    """What scoring ``record`` reads, looked at once (:mod:`avloc.data.usable`): a model from the
+    videos decodes frames and sound, a baseline reads the headers; from a cache, its features and
+    (for the boxes) the video's headers."""
+    if predictor.cache is not None:
+        if record.id not in predictor.cache:
+            raise AvlocError(f"{predictor.cache.path}: no features for clip {record.id!r} (its video: {record.video})")
+        return probe(record.video) if record.frames else None
+    return check_video(record.video) if isinstance(predictor, _ModelPredictor) else probe(record.video)
 
 
 def _predictor(source: str, features: str | None, device: torch.device) -> _BaselinePredictor | _ModelPredictor:
@@ -189,19 +202,38 @@ def evaluate(
     protocol: Protocol = PROTOCOLS["stm"],
     device: str | torch.device = "cpu",
     progress: bool = True,
+    visualizations: int = 0,
+    visualization_dir: str | os.PathLike | None = None,
+    skip_broken: bool = False,
 ) -> dict:
     """Score ``source`` (a checkpoint path, or ``baseline:random`` / ``baseline:centre``) on a split.
 
     Returns a JSON-serialisable report (:func:`build_report`): ``rows`` (per scenario, with
     annotated and scored frame counts), ``warnings``, ``segment_accuracy`` / ``n_segments``
     (per 1-s segment), ``step_accuracy`` / ``n_steps``, ``protocol`` (its fields and a
-    description), ``source``, ``split``, ``n_clips``.
+    description), ``source``, ``split``, ``n_clips``. With ``visualizations`` N > 0, panels of N
+    frames per scenario are written under ``visualization_dir``
+    (:func:`avloc.eval_panels.save_visualizations`) and listed in the report's ``visualizations``.
+
+    Every clip's video is looked at before the first is scored (:func:`_check_clip`): the first
+    that cannot be read stops the call in one line naming its file; with ``skip_broken`` such
+    clips are left out (and, from a cache, those it has no features for), ``n_clips`` counts the
+    clips used and ``skipped`` lists the others as ``{"id", "reason"}``.
     """
-    records = load_dataset(dataset, require_videos=features is None).split(split)
+    if visualizations < 0 or (visualizations and visualization_dir is None):
+        raise ValueError("visualizations must be >= 0 and, when > 0, come with a visualization_dir")
+    if features is None:
+        records = load_for_videos(dataset, skip_broken).split(split)
+    else:
+        records = load_dataset(dataset, require_videos=False).split(split)
     if not records:
         raise AvlocError(f"{dataset}: the {split} split is empty")
     predictor = _predictor(str(source), features, torch.device(device))
+    records, _, skipped = usable_clips(records, skip_broken, check=lambda record: _check_clip(record, predictor))
+    if not records:
+        raise AvlocError(f"{dataset}: no clip of the {split} split can be read, e.g. {skipped[0].reason}")
     frames, unscored, segments, steps = [], [], ClassificationMeter(), ClassificationMeter()
+    sources = []  # FrameSource of each frame, for the panels
     for record in tqdm(records, desc=f"eval {split}", unit="clip", disable=not progress):
         # Features stand in for a missing video (e.g. AVE's precomputed ones): nothing to probe.
         original = None if predictor.cache is not None and not record.video.is_file() else probe(record.video)
@@ -213,6 +245,7 @@ def evaluate(
                                                         (original.height, original.width), original.duration)
             frames += clip_frames
             unscored += clip_unscored
+            sources += [FrameSource(record.id, record.video)] * len(clip_frames)
         if logits is not None and len(times):
             steps.update(logits.argmax(-1).numpy(), class_targets(record, times, predictor.classes, dataset))
             seconds, predicted = second_predictions(torch.softmax(logits.double(), -1).numpy(), times)
@@ -220,6 +253,12 @@ def evaluate(
     if not frames and not unscored and not steps.total:
         raise AvlocError(f"{dataset}: no annotated frames in the {split} split (manifest 'frames') and no class "
                          "scores from the model: nothing to score")
-    return build_report(str(source), split, len(records), frames, unscored, protocol, segments, steps)
+    report = build_report(str(source), split, len(records), frames, unscored, protocol, segments, steps)
+    if skip_broken:
+        report["skipped"] = [{"id": s.id, "reason": s.reason} for s in skipped]
+    if visualizations:
+        panels = save_visualizations(frames, sources, protocol, unscored, visualizations, visualization_dir)
+        report["visualizations"] = [str(path) for path in panels]
+    return report
 
 

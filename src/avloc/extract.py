@@ -44,7 +44,7 @@ from avloc.data.formats.ave_features import (
     write_ave_folder,
 )
 from avloc.data.cache import CacheMeta, ClipFeatures, PartsStore, encode_clip
-from avloc.data.sources import load_dataset
+from avloc.data.usable import check_video, load_for_videos, record_skipped, usable_clips
 from avloc.io.decode import iter_steps, probe, read_audio
 from avloc.models.encoders import Encoder, create_encoder, default_weights
 from avloc.types import AvlocError, VideoInfo
@@ -60,6 +60,8 @@ class ExtractResult:
     extracted: int  # clips encoded by this call
     skipped: int  # clips of this shard that were already done
     remaining: int  # clips of other shards still to do (0 once FILE.h5 is complete)
+    broken: int = 0  # clips left out because their video cannot be read (``skip_broken``)
+    summary: str = ""  # ``skip_broken``: "used N of M clips, K skipped: see FILE"
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -125,6 +127,7 @@ def extract_features(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    skip_broken: bool = False,
 ) -> ExtractResult:
     """Encode every clip of the dataset at ``dataset`` (native or AVE) into the cache ``out``.
 
@@ -132,8 +135,13 @@ def extract_features(
     this call encodes clips ``i, i + n, i + 2n, ...`` of the id-sorted list; whichever
     shard finishes last merges everything into ``out``. Weights left None are the encoder's
     default set (:func:`avloc.models.encoders.default_weights`; "random" asks for the random init).
+
+    Every video still to encode is looked at first (:mod:`avloc.data.usable`): the first that
+    cannot be read stops the call, or with ``skip_broken`` the unreadable ones (every shard's,
+    so that the last shard knows which clips no shard writes) are left out of ``out`` and listed
+    in ``<out>.skipped.txt``.
     """
-    records = sorted(load_dataset(dataset).records, key=lambda r: r.id)
+    records = sorted(load_for_videos(dataset, skip_broken).records, key=lambda r: r.id)
     visual_encoder, audio_encoder, mel, meta = _prepare(visual, audio, visual_weights, audio_weights, fps, size,
                                                         audio_window, batch_size, device)
     make_folder(Path(out).parent)
@@ -142,8 +150,11 @@ def extract_features(
     index, count = shard
     mine = [r for r in records[index::count] if r.id not in done]
     skipped = len(records[index::count]) - len(mine)
+    _, _, broken = usable_clips([r for r in records if r.id not in done] if skip_broken else mine, skip_broken,
+                                check=lambda record: _check_steps(record.video, fps), progress=progress)
+    left_out = {s.id for s in broken}
+    mine = [r for r in mine if r.id not in left_out]
     for record in tqdm(mine, desc=f"extract {index}/{count}", unit="clip", disable=not progress):
-        probe_with_audio(record.video)
         steps = iter_steps(
             record.video, fps=fps, size=size, sample_rate=mel.sample_rate, audio_window=meta.audio_window
         )
@@ -152,10 +163,23 @@ def extract_features(
             raise AvlocError(f"{record.video}: shorter than one step at {fps} fps")
         store.write(record.id, features)
     with store.locked():
-        remaining = [r.id for r in records if r.id not in store.finished_ids()]
+        summary = ""
+        if skip_broken:
+            summary = record_skipped(Path(out).with_name(Path(out).name + ".skipped.txt"),
+                                     len(records) - len(broken), len(records), broken)
+        remaining = [r.id for r in records if r.id not in store.finished_ids() and r.id not in left_out]
         if not remaining and (store.has_parts() or not Path(out).is_file()):
-            store.merge(r.id for r in records)
-    return ExtractResult(Path(out), extracted=len(mine), skipped=skipped, remaining=len(remaining))
+            store.merge(r.id for r in records if r.id not in left_out)
+    return ExtractResult(Path(out), extracted=len(mine), skipped=skipped, remaining=len(remaining),
+                         broken=len(broken), summary=summary)
+
+
+def _check_steps(video: Path, fps: float) -> VideoInfo:
+    """:func:`~avloc.data.usable.check_video`, and at least one step long at ``fps``."""
+    info = check_video(video)
+    if math.floor(info.duration * fps + 1e-6) < 1:
+        raise AvlocError(f"{video}: {info.duration:g} s long, shorter than one step at {fps:g} fps")
+    return info
 
 
 def extract_ave_features(
@@ -171,6 +195,7 @@ def extract_ave_features(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    skip_broken: bool = False,
 ) -> ExtractResult:
     """Encode every clip of ``dataset`` (native or AVE) into the AVE authors' layout in the folder ``out``.
 
@@ -182,6 +207,8 @@ def extract_ave_features(
     authors': VGG-19 + VGGish embedding at 224 px, 16 frames per second. Finished clips are
     skipped (those in an earlier output with the same settings too); with ``shard=(i, n)``
     this call encodes records ``i, i + n, ...`` and the last shard to finish writes ``out``.
+    With ``skip_broken`` every video is looked at first and those that cannot be read (or are
+    shorter than 10 s) get no row; they are listed in ``<out>.skipped.txt`` beside the folder.
     """
     if not (isinstance(frames_per_second, int) and frames_per_second >= 1):
         raise AvlocError(f"--frames-per-second must be a whole number >= 1, got {frames_per_second!r}")
@@ -191,7 +218,13 @@ def extract_ave_features(
     if out.resolve() == Path(dataset).resolve():
         raise AvlocError(f"{out}: is the dataset folder; choose another --out (its Annotations.txt and split "
                          "files would be rewritten)")
-    records = list(load_dataset(dataset).records)
+    records = list(load_for_videos(dataset, skip_broken).records)
+    total, broken = len(records), []
+    if skip_broken:  # rows are the usable records, so every shard looks at every video
+        records, _, broken = usable_clips(records, True, check=lambda record: _check_seconds(record.video),
+                                          progress=progress)
+    skipped_list = out.with_name(out.name + ".skipped.txt")
+    summary = record_skipped(skipped_list, len(records), total, broken) if skip_broken else ""
     ids = [r.id for r in records]
     visual_encoder, audio_encoder, mel, meta = _prepare(visual, audio, visual_weights, audio_weights, 1.0, size, 1.0,
                                                         batch_size, device)
@@ -216,7 +249,16 @@ def extract_ave_features(
             write_ave_folder(out, [record_sample(r) for r in records], ids, split,
                              lambda clip_id: store.load(clip_id, old), meta, frames_per_second)
             shutil.rmtree(store.dir, ignore_errors=True)
-    return ExtractResult(out, extracted=len(mine), skipped=skipped, remaining=len(remaining))
+    return ExtractResult(out, extracted=len(mine), skipped=skipped, remaining=len(remaining), broken=len(broken),
+                         summary=summary)
+
+
+def _check_seconds(video: Path) -> VideoInfo:
+    """:func:`~avloc.data.usable.check_video`, and the 10 s an AVE row holds."""
+    info = check_video(video)
+    if info.duration < SECONDS - 1e-3:
+        raise AvlocError(f"{video}: {info.duration:g} s long; an AVE row holds {SECONDS} one-second segments")
+    return info
 
 
 def _previous_ave_output(out: Path, meta: CacheMeta, frames_per_second: int) -> AVEFeatures | None:

@@ -47,7 +47,7 @@ from avloc.atomic import atomic_path
 from avloc.trained import load_trained
 from avloc.io.decode import frame_times, iter_audio, iter_frames, iter_steps, probe
 from avloc.io.write import VideoWriter
-from avloc.map_geometry import OTSU_FLOOR, boxes_from_map, normalize, upsample
+from avloc.map_geometry import OTSU_FLOOR, boxes_from_map, mass_shares, normalize, upsample
 from avloc.localizer import Localizer
 from avloc.render import annotated_frame, contact_sheet, heat_layer, write_png
 from avloc.types import AvlocError, VideoInfo
@@ -226,14 +226,11 @@ def _boxes(heatmaps: torch.Tensor, size: tuple[int, int], mode: str) -> tuple[li
     """Boxes (video pixels) of every map ``(T, h, w)``, and the share of its map's mass inside each."""
     full = upsample(heatmaps, size)  # (T, h, w) -> (T, H, W): boxes come out in video pixels
     levels = normalize(full)
-    mass = full.clamp(min=0)
-    totals = mass.sum(dim=(1, 2)).clamp(min=1e-12)  # (T,)
     all_boxes, all_scores = [], []
-    for level, step_mass, total in zip(levels, mass, totals):
+    for level, step_map in zip(levels, full):
         boxes = boxes_from_map(level, mode=mode, min_value=OTSU_FLOOR).numpy()  # (N, 4), as eval's stm protocol
         all_boxes.append(boxes)
-        all_scores.append(np.array([float(step_mass[int(y1):int(y2), int(x1):int(x2)].sum() / total)
-                                    for x1, y1, x2, y2 in boxes]))
+        all_scores.append(mass_shares(step_map, boxes))
     return all_boxes, all_scores
 
 

@@ -9,6 +9,12 @@ equal the offline model's on the same clip (within float error; tested to 1e-5).
                            sample_rate=localizer.mel.sample_rate):
         result = localizer(step.frame, step.segment)   # result.heatmap (h, w), .probabilities (K,)
 
+A live source calls it the same way with what it has (:meth:`Localizer.__call__`): an
+``(H, W, 3)`` uint8 RGB NumPy frame or a ``(3, H, W)`` float tensor in [0, 1], of any size
+(resized as the decoder resizes), and a float NumPy or torch segment, ``(L,)`` mono or
+``(L, C)`` samples x channels (averaged); anything else is a one-line :class:`AvlocError`.
+:meth:`Localizer.reset` starts a new stream (another video, a cut in the live feed).
+
 For files, :meth:`encode` + :meth:`advance` run the encoders and the memory on a chunk of
 steps at once (much faster on CPU); the outputs are the same as step by step. A model that cannot
 stream (:meth:`avloc.models.contract.LocalizationModel.stream_refusal`) runs offline:
@@ -19,9 +25,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from avloc.audio import log_mel
+from avloc.io.decode import resize_image
 from avloc.trained import TrainedModel
 from avloc.types import AVOutput, AvlocError
 
@@ -49,6 +57,12 @@ class Localizer:
         device: where the encoders and the model run.
         stream: keep a stream's state for :meth:`step` / :meth:`advance`; False: only
             :meth:`whole` (every registered model).
+
+    Attributes:
+        classes: class names in the order of ``probabilities`` (background last).
+        fps: steps per second the model was trained at.
+        frame_size: side in pixels of the square frames the visual encoder takes.
+        segment_length: audio samples per step (``1 / fps`` seconds at ``mel.sample_rate``).
     """
 
     def __init__(self, trained: TrainedModel, device: str | torch.device = "cpu", *, stream: bool = True) -> None:
@@ -63,6 +77,7 @@ class Localizer:
         self.visual_encoder, self.audio_encoder, self.mel = trained.encoders(self.device)
         self.fps = trained.config.fps
         self.frame_size = trained.config.size
+        self.segment_length = round(self.mel.sample_rate / self.fps)  # audio samples per step: 1/fps s
         self.classes = trained.classes
         self.reset()
 
@@ -111,11 +126,93 @@ class Localizer:
         heatmaps, probabilities = self.advance(visual[None], audio[None])  # a chunk of one step
         return StepResult(heatmap=heatmaps[0], probabilities=probabilities[0])
 
-    def __call__(self, frame: torch.Tensor, segment: torch.Tensor) -> StepResult:
-        """One live step: ``frame (3, H, W)`` in [0, 1] at ``frame_size``, ``segment (L,)`` mono audio
-        at ``mel.sample_rate`` centred on the frame's time."""
-        visual, audio = self.encode(frame[None], segment[None])  # a batch of one step
+    def __call__(self, frame: np.ndarray | torch.Tensor, segment: np.ndarray | torch.Tensor) -> StepResult:
+        """One live step: a frame and the mono audio centred on its time.
+
+        Args:
+            frame: ``(H, W, 3)`` uint8 RGB NumPy array (PIL, PyAV's ``to_ndarray("rgb24")``,
+                OpenCV after ``cvtColor(BGR2RGB)``) or ``(3, H, W)`` float torch tensor in [0, 1]
+                (:mod:`avloc.io.decode`'s frames), any size; see :meth:`prepare_frame`.
+            segment: float audio at ``mel.sample_rate``, NumPy or torch: ``(L,)`` mono or
+                ``(L, C)`` samples x channels, averaged to mono; L is normally
+                :attr:`segment_length`; see :meth:`prepare_segment`.
+
+        Raises:
+            AvlocError: a frame or segment of the wrong type, shape, dtype or range (one line).
+        """
+        visual, audio = self.encode(self.prepare_frame(frame)[None], self.prepare_segment(segment)[None])  # one step
         return self.step(visual[0], audio[0])
+
+    def prepare_frame(self, frame: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """A frame as the encoder takes it: ``(3, frame_size, frame_size)`` float32 in [0, 1].
+
+        A frame of another size is resized exactly as :mod:`avloc.io.decode` resizes decoded
+        frames (:func:`avloc.io.decode.resize_image`: swscale's antialiased bilinear on uint8),
+        so a live frame and the same frame read from a file give the encoder the same pixels; a
+        float frame is rounded to 1/255 first (decoded frames are), one already at
+        ``frame_size`` is taken as it is.
+
+        Raises:
+            AvlocError: not an ``(H, W, 3)`` uint8 array nor a ``(3, H, W)`` float tensor in [0, 1].
+        """
+        size = (self.frame_size, self.frame_size)
+        if isinstance(frame, np.ndarray):
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
+                raise AvlocError(f"frame: expected an (H, W, 3) uint8 RGB array, got {frame.dtype} of shape "
+                                 f"{frame.shape}{_FRAME_HINT}")
+            return resize_image(frame, size)
+        if isinstance(frame, torch.Tensor):
+            if not frame.is_floating_point() or frame.ndim != 3 or frame.shape[0] != 3 or 0 in frame.shape:
+                raise AvlocError(f"frame: expected a (3, H, W) float tensor in [0, 1], got {frame.dtype} of shape "
+                                 f"{tuple(frame.shape)}{_FRAME_HINT}")
+            low, high = float(frame.min()), float(frame.max())
+            if not (0.0 <= low and high <= 1.0):  # also refuses NaN
+                raise AvlocError(f"frame: float frames must lie in [0, 1], got values in [{low:g}, {high:g}]")
+            if tuple(frame.shape[1:]) == size:
+                return frame.float()
+            image = (frame.detach().cpu().float() * 255).round().to(torch.uint8)
+            image = image.permute(1, 2, 0)  # (3, H, W) -> (H, W, 3)
+            return resize_image(image.numpy(), size)
+        raise AvlocError(f"frame: expected a NumPy array or a torch tensor, got {type(frame).__name__}{_FRAME_HINT}")
+
+    def prepare_segment(self, segment: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """An audio segment as the front end takes it: ``(L,)`` float mono.
+
+        ``(L,)`` is taken as it is; ``(L, C)`` (samples x channels, the layout of soundfile,
+        sounddevice and ``scipy.io.wavfile``) is averaged over its channels, as the decoder
+        downmixes. Integer PCM is refused (scale it to [-1, 1] first, e.g. int16 / 32768).
+
+        Raises:
+            AvlocError: not float, not 1-D or 2-D, not finite, or shorter than one analysis window.
+        """
+        if isinstance(segment, np.ndarray):
+            if not np.issubdtype(segment.dtype, np.floating):
+                raise AvlocError(f"audio segment: expected float samples in [-1, 1], got {segment.dtype}"
+                                 f"{_PCM_HINT if np.issubdtype(segment.dtype, np.integer) else ''}")
+            segment = torch.from_numpy(np.ascontiguousarray(segment))
+        elif isinstance(segment, torch.Tensor):
+            if not segment.is_floating_point():
+                raise AvlocError(f"audio segment: expected float samples in [-1, 1], got {segment.dtype}{_PCM_HINT}")
+        else:
+            raise AvlocError(f"audio segment: expected a NumPy array or a torch tensor, got {type(segment).__name__}")
+        if segment.ndim == 2:
+            if segment.shape[0] < segment.shape[1]:  # fewer samples than channels: (C, L) given
+                raise AvlocError(f"audio segment: 2-D audio is (samples, channels), got shape {tuple(segment.shape)}; "
+                                 "transpose it (.T)")
+            segment = segment.mean(dim=1)  # (L, C) -> (L,)
+        elif segment.ndim != 1:
+            raise AvlocError(f"audio segment: expected (L,) mono or (L, C) samples x channels, got shape "
+                             f"{tuple(segment.shape)}")
+        if segment.shape[0] < self.mel.win_length:
+            raise AvlocError(f"audio segment: {segment.shape[0]} samples is shorter than one {self.mel.win_length}-"
+                             f"sample analysis window (expected {self.segment_length} samples: 1/fps s at "
+                             f"{self.mel.sample_rate} Hz)")
+        if not bool(torch.isfinite(segment).all()):
+            raise AvlocError("audio segment: holds NaN or infinite samples")
+        return segment.float()
+
+_FRAME_HINT = " (an (H, W, 3) uint8 RGB array or a (3, H, W) float tensor in [0, 1], any size)"
+_PCM_HINT = " (integer PCM: scale it to [-1, 1] first, e.g. samples / 32768 for int16)"
 
 
 def _read(output: AVOutput) -> tuple[torch.Tensor, torch.Tensor]:

@@ -464,3 +464,19 @@ def detector_proposals(
     # the transform resized the image: bring the boxes back to its own pixels
     resized = images.image_sizes[0]
     return scale_boxes(proposals[0].float().cpu(), resized, image.shape[-2:])
+
+
+def mass_shares(heatmap: ArrayLike, boxes: ArrayLike) -> np.ndarray:
+    """The share of a map's (non-negative) mass inside each box: the score of a box drawn from it.
+
+    Args:
+        heatmap: ``(H, W)`` map at the boxes' resolution.
+        boxes: ``(N, 4)`` xyxy pixel boxes (pixels ``[x1, x2) x [y1, y2)``, truncated to whole pixels).
+
+    Returns:
+        ``(N,)`` float64 in [0, 1].
+    """
+    mass = torch.as_tensor(np.asarray(heatmap, dtype=np.float64)).clamp(min=0)  # (H, W)
+    total = max(float(mass.sum()), 1e-12)
+    return np.array([float(mass[int(y1):int(y2), int(x1):int(x2)].sum()) / total
+                     for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4)])

@@ -138,6 +138,7 @@ class ScoredSplit:
 
     rows: dict[str, dict]
     warnings: list[str] = field(default_factory=list)
+    frame_ciou: list[float] = field(default_factory=list)  # one per frame given, in order; NaN: none (negative, unscored)
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,24 +273,28 @@ def score_maps(frames: list[AnnotatedMap], protocol: Protocol,
     if frames and (protocol.name == "avatar" or any(frame.is_negative for frame in frames)):
         tau = streamed_global_threshold(lambda: (step.raw for step in _steps(frames, size, protocol)),
                                         protocol.top_percent)
-    table, flattered = ScoreTable(), Counter()
+    table, flattered, frame_ciou = ScoreTable(), Counter(), []
     for frame, step in zip(frames, _steps(frames, size, protocol)):
+        scores = {}
         if frame.is_negative:
             table.add(frame.row, on_share=float(np.count_nonzero(step.raw >= tau)) / step.raw.size)
         elif protocol.name in ("lvs", "ezvsl"):
             gt = evaluator_ground_truth(frame, protocol.gt_convention)
             if step.flattery:
                 flattered[step.flattery] += 1
-            table.add(frame.row, ciou=evaluator_ciou(step.evaluator_on, gt), pointing=_pointing(step.raw, gt))
+            scores = {"ciou": evaluator_ciou(step.evaluator_on, gt), "pointing": _pointing(step.raw, gt)}
+            table.add(frame.row, **scores)
         else:
             gt = pixel_ground_truth(frame, size, protocol.gt_convention)
             if gt.sum() <= 0:
                 skipped.append((frame.row, "its boxes cover no pixel of the map"))
             elif protocol.name == "avatar":
-                table.add(frame.row, **frame_scores(step.raw >= tau, step.raw, gt))
+                scores = frame_scores(step.raw >= tau, step.raw, gt)
+                table.add(frame.row, **scores)
             else:
-                table.add(frame.row, box_iou=_box_iou(frame, step.boxes, step.level.shape, protocol),
-                          **frame_scores(step.level > 0.5, step.level, gt))
+                scores = frame_scores(step.level > 0.5, step.level, gt)
+                table.add(frame.row, box_iou=_box_iou(frame, step.boxes, step.level.shape, protocol), **scores)
+        frame_ciou.append(scores.get("ciou", math.nan))
     threshold = {"stm": 0.5, "avatar": tau}.get(protocol.name, f"{protocol.name} per-map rule")
     rows = table.rows(threshold) if len(table) else {}
     for row in rows.values():
@@ -301,7 +306,7 @@ def score_maps(frames: list[AnnotatedMap], protocol: Protocol,
         what = "keeps every pixel of" if kind == "constant" else "keeps the whole top plateau (over half the pixels) of"
         warnings.append(f"{count} of {total} maps are {kind}: the {protocol.name} protocol {what} them, as "
                         f"{'LVS' if protocol.name == 'lvs' else 'EZ-VSL'}'s evaluator does")
-    return ScoredSplit(rows, warnings)
+    return ScoredSplit(rows, warnings, frame_ciou)
 
 
 def _count_unscored(rows: dict[str, dict], skipped: Sequence[tuple[str, str]], scored: int) -> list[str]:
@@ -337,7 +342,7 @@ class _StepMaps:
     @functools.cached_property
     def boxes(self) -> torch.Tensor:
         """``(N, 4)`` Otsu box(es) of :attr:`level` after the protocol's floor."""
-        return boxes_from_map(self.level, mode=self.protocol.box_mode, min_value=self.protocol.otsu_floor)
+        return predicted_boxes(self.level, self.protocol)
 
     @functools.cached_property
     def evaluator_on(self) -> np.ndarray:
@@ -347,6 +352,12 @@ class _StepMaps:
     @functools.cached_property
     def flattery(self) -> str | None:
         return _flattery(self.heatmap, self.evaluator_on)
+
+
+def predicted_boxes(level: np.ndarray, protocol: Protocol) -> torch.Tensor:
+    """``(N, 4)`` xyxy boxes of a min-max map ``level`` (the protocol's size): Otsu (after the
+    protocol's floor) and the protocol's box mode, as IoU@0.5 scores them."""
+    return boxes_from_map(level, mode=protocol.box_mode, min_value=protocol.otsu_floor)
 
 
 def _steps(frames: list[AnnotatedMap], size: tuple[int, int], protocol: Protocol) -> Iterator[_StepMaps]:

@@ -10,7 +10,8 @@ BatchNorm layers' running statistics are recomputed over the epoch's training wi
 
 Files in ``out``: ``config.yaml`` (the resolved :class:`TrainConfig`, written before the first
 epoch: ``avloc train DATASET --config OUT/config.yaml`` repeats the run), ``last.pt`` (every
-epoch, for ``--resume``), ``best.pt`` (lowest validation loss), ``log.csv`` and ``loss.png``.
+epoch, for ``--resume``), ``best.pt`` (lowest validation loss), ``log.csv`` and ``loss.png``;
+with ``skip_broken``, ``skipped.txt`` (the clips left out and why, written when there are any).
 
 Distributed (``torchrun --nproc-per-node N -m avloc train ...``, see :mod:`avloc.distributed`):
 ``batch_size`` is the global batch; each of the N processes trains on its share of every global
@@ -24,8 +25,8 @@ tests/test_distributed.py for the measured gap).
 from __future__ import annotations
 
 import csv
-import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
@@ -43,23 +44,29 @@ from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.config import CONFIG_NAME, TrainConfig, build_model, write_config_file
 from avloc.data.manifest import ClipRecord, NativeDataset
 from avloc.data.sources import load_dataset, open_features
+from avloc.data.usable import Skipped, check_video, load_for_videos, record_skipped, usable_clips
 from avloc.data.windows import FeatureWindows, VideoWindows
 from avloc.losses import AUTO
 from avloc.models.encoders import RANDOM, create_encoder, default_weights, weights_name
 from avloc.render import write_loss_curves
-from avloc.types import AvlocError
-
-log = logging.getLogger(__name__)
+from avloc.types import AvlocError, VideoInfo
 
 
-def _datasets(config: TrainConfig, dataset: NativeDataset) -> tuple[Dataset, Dataset]:
-    """Training windows and validation clips, from the cache or the videos.
+def _datasets(config: TrainConfig, dataset: NativeDataset, skip_broken: bool = False,
+              skipped: list[Skipped] | None = None) -> tuple[Dataset, Dataset]:
+    """Training windows and validation clips, from the cache or the videos (the clips left out
+    are appended to ``skipped``).
 
     Validation uses whole clips, except for self-supervised training: its contrastive losses
     need several clips of equal length per batch, so it uses the first window of each clip.
+    From the videos, every train and val video is probed once here, before the first epoch
+    (:func:`_readable`); with ``skip_broken`` the clips that fail are left out, and from a
+    cache the clips it has no features for.
     """
     val_steps = config.steps if config.supervision == "self" else None
-    train_records, val_records = dataset.split("train"), dataset.split("val")
+    train_records, val_records, durations, left_out = _readable(config, dataset, val_steps, skip_broken)
+    if skipped is not None:
+        skipped += left_out
     if not train_records:
         raise AvlocError(f"{dataset.root}: the train split is empty")
     if not val_records:
@@ -76,9 +83,44 @@ def _datasets(config: TrainConfig, dataset: NativeDataset) -> tuple[Dataset, Dat
         return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps, augment=config.augment),
                 FeatureWindows(cache, val_records, dataset.classes, steps=val_steps, random_window=False))
     mel = create_encoder(config.audio).mel
-    options = dict(fps=config.fps, size=config.size, mel=mel)
+    options = dict(fps=config.fps, size=config.size, mel=mel, durations=durations)
     return (VideoWindows(train_records, dataset.classes, steps=config.steps, augment=config.augment, **options),
             VideoWindows(val_records, dataset.classes, steps=val_steps, random_window=False, **options))
+
+
+def _readable(config: TrainConfig, dataset: NativeDataset, val_steps: int | None, skip_broken: bool
+              ) -> tuple[list[ClipRecord], list[ClipRecord], dict[str, float], list[Skipped]]:
+    """The train and val clips whose data can be read, their videos' durations, and the clips left out.
+
+    From the videos each one is looked at once (headers, first frame, an audio stream; long
+    enough for a window where windows are served): the first failure stops the run in one line
+    naming the file, or with ``skip_broken`` is left out. The good clips keep their order, so a
+    run decodes for them what it would from a manifest without the broken ones. From a cache,
+    ``skip_broken`` leaves out the clips it holds no features for (those ``avloc extract
+    --skip-broken`` skipped); without it :class:`FeatureWindows` refuses them.
+    """
+    splits = {"train": (dataset.split("train"), config.steps), "val": (dataset.split("val"), val_steps)}
+    if config.features is not None:
+        if not skip_broken:
+            return splits["train"][0], splits["val"][0], {}, []
+        cache = open_features(config.features)
+
+        def check(record: ClipRecord, steps: int | None) -> None:
+            if record.id not in cache:
+                raise AvlocError(f"{cache.path}: no features for clip {record.id!r} (its video: {record.video})")
+    else:
+        def check(record: ClipRecord, steps: int | None) -> VideoInfo:
+            info = check_video(record.video)
+            if steps is not None and math.floor(info.duration * config.fps + 1e-6) < steps:
+                raise AvlocError(f"{record.video}: {info.duration:g} s long, shorter than a window of {steps} steps "
+                                 f"at {config.fps:g} fps")
+            return info
+    kept, durations, skipped = {}, {}, []
+    for name, (records, steps) in splits.items():
+        kept[name], infos, left_out = usable_clips(records, skip_broken, check=lambda r, s=steps: check(r, s))
+        durations.update((key, info.duration) for key, info in infos.items() if info is not None)
+        skipped += left_out
+    return kept["train"], kept["val"], durations, skipped
 
 
 def _inputs(batch: dict) -> dict:
@@ -105,7 +147,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     model.train()
     core, world = distributed.unwrap(model), distributed.world_size()
     total, count = 0.0, 0
-    for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=not progress):
+    # Bars only on a terminal: in a log file their carriage returns are noise (fit prints a line per epoch).
+    for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=not (progress and sys.stderr.isatty())):
         batch = _to(batch, device)
         local = len(batch["label"])
         share = local / distributed.all_reduce_sum([local])[0]  # this process's fraction of the global batch
@@ -119,6 +162,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     return distributed.all_reduce_sum([total])[0] / max(count, 1), count
 
 
+SKIPPED_NAME = "skipped.txt"  # OUT/skipped.txt: the clips --skip-broken left out, with their reasons
 RECALIBRATION_BATCHES = 50  # batches of training windows the BatchNorm statistics are recomputed over
 
 
@@ -180,8 +224,12 @@ def validate(model: nn.Module, loader: DataLoader, supervision: str, device: tor
 
 
 def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
-        device: str | torch.device | None = None) -> Path:
+        device: str | torch.device | None = None, skip_broken: bool = False) -> Path:
     """Train ``config``; returns the path of the best checkpoint.
+
+    ``skip_broken``: clips whose video cannot be read (or, from a cache, that it has no
+    features for) are left out, listed in ``OUT/skipped.txt`` and counted in a warning
+    (:mod:`avloc.data.usable`); without it the first one stops the run before the first epoch.
 
     Under ``torchrun`` (``WORLD_SIZE`` set) every process calls this; they join one process
     group for the run (see the module docstring). ``device`` defaults to the process's device
@@ -193,7 +241,7 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
             raise AvlocError(f"--batch-size {config.batch_size} is the global batch and must divide by the "
                              f"{world} processes")
         device = torch.device(device) if device is not None else distributed.device()
-        return _fit(config, resume, progress and distributed.is_main(), device)
+        return _fit(config, resume, progress and distributed.is_main(), device, skip_broken)
 
 
 def resolve_supervision(requested: str, supported: Sequence[str], records: Sequence[ClipRecord]) -> str:
@@ -234,16 +282,20 @@ def resolve_weights(config: TrainConfig) -> TrainConfig:
                    audio_weights=config.audio_weights or found["audio"])
 
 
-def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device) -> Path:
+def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device, skip_broken: bool = False) -> Path:
     out = Path(config.out)
-    dataset = load_dataset(config.dataset, require_videos=config.features is None)
+    if config.features is None:
+        dataset = load_for_videos(config.dataset, skip_broken)
+    else:
+        dataset = load_dataset(config.dataset, require_videos=False)
     classes = list(dataset.classes)
     config = resolve_weights(config)
     torch.manual_seed(config.seed)
     core = build_model(config, classes, with_encoders=config.features is None).to(device)
     supported = core.supervisions
     config = replace(config, supervision=resolve_supervision(config.supervision, supported, dataset.split("train")))
-    train_set, val_set = _datasets(config, dataset)
+    skipped: list[Skipped] = []
+    train_set, val_set = _datasets(config, dataset, skip_broken, skipped)
     if config.supervision not in supported:
         raise AvlocError(f"model {config.model!r} trains with --supervision {' or '.join(supported)}, "
                          f"not {config.supervision!r}")
@@ -264,6 +316,9 @@ def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device
     writes = distributed.is_main()  # rank 0 alone writes files
     if writes:
         write_config_file(config, out / CONFIG_NAME)
+        if skip_broken:
+            total = len(dataset.split("train")) + len(dataset.split("val"))
+            record_skipped(out / SKIPPED_NAME, total - len(skipped), total, skipped, announce=True)
     # A kill between writing log.csv and last.pt leaves the log one epoch ahead: keep the checkpoint's epochs.
     history = [row for row in _read_log(out / "log.csv") if row["epoch"] <= start_epoch] if resume else []
     features_meta = _features_meta(config)
@@ -281,9 +336,9 @@ def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device
         val = validate(core, val_loader, config.supervision, device)
         history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss, "val_loss": val["loss"],
                         "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - started})
+        if writes and progress:
+            tqdm.write(epoch_line(history[-1], config.epochs, improved=val["loss"] < best))
         if writes:
-            log.info("epoch %d: train loss %.4f, val loss %.4f, val accuracy %.3f",
-                     epoch + 1, train_loss, val["loss"], val["accuracy"])
             state = {"avloc_version": __version__, "config": asdict(config), "classes": classes,
                      "model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                      "step": step, "best": min(best, val["loss"]), "rng": torch.get_rng_state(),
@@ -295,6 +350,13 @@ def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device
         best = min(best, val["loss"])
     distributed.barrier()  # every process returns once rank 0 has written the files
     return out / "best.pt"
+
+
+def epoch_line(row: dict, epochs: int, improved: bool) -> str:
+    """One line per epoch for the console and log files: losses, validation accuracy, seconds."""
+    accuracy = "-" if math.isnan(row["val_accuracy"]) else f"{row['val_accuracy']:.3f}"  # nan: no classifier
+    return (f"epoch {row['epoch']}/{epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}"
+            f"{' (best)' if improved else ''}, val accuracy {accuracy}, {row['seconds']:.1f} s")
 
 
 def _features_meta(config: TrainConfig) -> str:

@@ -25,6 +25,7 @@ from avloc.types import AvlocError
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default" / "stm-synth.pt"
 ENCODER_PREFIXES = ("visual_encoder.", "audio_encoder.")
+BEST_NAME = "best.pt"  # the checkpoint avloc train selects on validation
 
 
 @dataclass
@@ -75,13 +76,20 @@ class TrainedModel:
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
-    """``"default"`` -> the built-in checkpoint; anything else is a path."""
+    """``"default"`` -> the built-in checkpoint; a run folder (``avloc train --out``) -> its
+    ``best.pt``; anything else is a path."""
     if str(source) == "default":
         if not DEFAULT_MODEL.is_file():
             raise AvlocError(f"{DEFAULT_MODEL}: the built-in default model is missing from this installation; "
                              "pass --model CHECKPOINT")
         return DEFAULT_MODEL
-    return Path(source)
+    path = Path(source)
+    if path.is_dir():
+        if not (path / BEST_NAME).is_file():
+            raise AvlocError(f"{path}: a folder without {BEST_NAME} (avloc train writes it after its first epoch); "
+                             "pass a checkpoint file")
+        return path / BEST_NAME
+    return path
 
 
 def load_trained(source: str | os.PathLike, device: str | torch.device = "cpu") -> TrainedModel:

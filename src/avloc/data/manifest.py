@@ -171,31 +171,57 @@ def load_manifest(root: str | os.PathLike, require_videos: bool = True) -> Nativ
     Raises:
         ManifestError: ``file:line: reason`` for the first bad line.
     """
+    scan = scan_manifest(root, require_videos)
+    if scan.errors:
+        raise ManifestError(scan.errors[0])
+    records = tuple(record for _, record in scan.lines)
+    if not records:
+        raise ManifestError(f"{scan.path}: the manifest has no clips")
+    return NativeDataset(root=scan.path.parent, records=records, classes=class_list(records))
+
+
+@dataclass(frozen=True)
+class ManifestScan:
+    """Every line of a manifest: the valid ones with their line numbers, the others as ``file:line: reason``."""
+
+    path: Path
+    lines: tuple[tuple[int, ClipRecord], ...]
+    errors: tuple[str, ...]
+
+
+def scan_manifest(root: str | os.PathLike, require_videos: bool = False) -> ManifestScan:
+    """Validate every line of ``root/manifest.jsonl``, going on past the bad ones (``avloc datasets check``).
+
+    Raises:
+        ManifestError: there is no manifest file.
+    """
     root = Path(root).resolve()
     path = root / MANIFEST_NAME
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest (a native dataset is a folder with {MANIFEST_NAME})")
-    records: list[ClipRecord] = []
+    good: list[tuple[int, ClipRecord]] = []
+    errors: list[str] = []
     seen: dict[str, int] = {}
     with open(path, "rb") as lines:
         for number, raw in enumerate(lines, start=1):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise ManifestError(f"{path}:{number}: not UTF-8 text (byte {error.start + 1})") from None
+                errors.append(f"{path}:{number}: not UTF-8 text (byte {error.start + 1})")
+                continue
             if not text.strip():
                 continue
             try:
                 record = _parse_line(text, root, require_videos)
             except (ValueError, TypeError, KeyError) as error:
-                raise ManifestError(f"{path}:{number}: {error}") from None
+                errors.append(f"{path}:{number}: {error}")
+                continue
             if record.id in seen:
-                raise ManifestError(f"{path}:{number}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+                errors.append(f"{path}:{number}: duplicate id {record.id!r} (first on line {seen[record.id]})")
+                continue
             seen[record.id] = number
-            records.append(record)
-    if not records:
-        raise ManifestError(f"{path}: the manifest has no clips")
-    return NativeDataset(root=root, records=tuple(records), classes=class_list(records))
+            good.append((number, record))
+    return ManifestScan(path, tuple(good), tuple(errors))
 
 
 def write_manifest(root: str | os.PathLike, records: Iterable[ClipRecord]) -> Path:

@@ -11,6 +11,8 @@
   background last). With ``require_videos=False`` and the three ``*_noisy.h5`` files present
   the weak negatives are added as train records ``noisy-000``, ... labelled background over
   the whole clip; they exist only as features.
+- STM authors' AVE split files (``trainSet.txt`` / ``valSet.txt`` / ``testSet.txt``, lines of
+  ``Annotations.txt`` per split, :func:`load_ave_splits`), as a NativeDataset the same way.
 - :func:`open_features`: an avloc feature cache (``FILE.h5``) or an AVE feature folder (or its
   ``visual_feature.h5``), both with the same read interface.
 """
@@ -28,7 +30,9 @@ from avloc.data.formats.ave import (
     ave_classes,
     read_annotations,
     read_split,
+    read_split_files,
     sample_id,
+    split_files,
 )
 from avloc.data.formats.ave_features import (
     ORDER_FILES,
@@ -64,6 +68,8 @@ def load_dataset(path: str | os.PathLike, require_videos: bool = True) -> Native
     folder = Path(path)
     if (folder / ANNOTATIONS).is_file() and not (folder / MANIFEST_NAME).is_file():
         return load_ave(folder, require_videos)
+    if split_files(folder) and not (folder / MANIFEST_NAME).is_file():
+        return load_ave_splits(folder, require_videos)
     return load_manifest(folder, require_videos)
 
 
@@ -106,6 +112,37 @@ def load_ave(folder: str | os.PathLike, require_videos: bool = True) -> NativeDa
         records += [ClipRecord(id=noisy_id(i), video=folder / "videos" / f"{noisy_id(i)}.mp4", split="train",
                                label=BACKGROUND, segments=(Segment(0.0, float(SECONDS), BACKGROUND),))
                     for i in range(count)]
+    return NativeDataset(root=folder, records=tuple(records), classes=tuple(classes))
+
+
+def load_ave_splits(folder: str | os.PathLike, require_videos: bool = True) -> NativeDataset:
+    """The STM authors' AVE split files (``trainSet.txt``, ``valSet.txt``, ``testSet.txt``) as a NativeDataset.
+
+    The files hold ``Annotations.txt`` lines without their row numbers, so the ids are
+    ``f"{split}{index:04d}-{youtube_id}"`` (``index`` the 0-based line of the split's file);
+    videos, segments and classes as for :func:`load_ave` (classes in first appearance over
+    train, val, test).
+    """
+    folder = Path(folder).resolve()
+    splits = read_split_files(folder)
+    videos = find_videos(folder)
+    records = [
+        ClipRecord(
+            id=f"{name}{index:04d}-{sample.video_id}",
+            video=videos.get(sample.video_id, folder / "videos" / f"{sample.video_id}.mp4"),
+            split=name,
+            label=sample.category,
+            segments=_segments(sample),
+        )
+        for name, samples in splits.items()
+        for index, sample in enumerate(samples)
+    ]
+    if require_videos:
+        missing = [r for r in records if not r.video.is_file()]
+        if missing:
+            raise AvlocError(f"{folder}: {len(missing)} of {len(records)} videos not found below it, e.g. "
+                             f"{missing[0].video.stem} (sample {missing[0].id})")
+    classes = ave_classes([sample for samples in splits.values() for sample in samples])
     return NativeDataset(root=folder, records=tuple(records), classes=tuple(classes))
 
 

@@ -155,6 +155,9 @@ class VideoWindows(Dataset):
         size: frame size in pixels (square resize), or None for the original size.
         mel: log-mel settings (sample rate included).
         audio_window: seconds of audio per step (default 1 / fps).
+        durations: ``{id: seconds}`` of videos already probed (``avloc train`` looks at every
+            video before the first epoch, :mod:`avloc.data.usable`); the others are probed when
+            first served.
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class VideoWindows(Dataset):
         mel: MelConfig = MelConfig(),
         audio_window: float | None = None,
         augment: bool = False,
+        durations: dict[str, float] | None = None,
     ):
         self.records = list(records)
         self.classes = list(classes)
@@ -179,7 +183,7 @@ class VideoWindows(Dataset):
         self.mel = mel
         self.audio_window = audio_window
         self.window_seed: int | None = None
-        self._durations: dict[str, float] = {}
+        self._durations: dict[str, float] = dict(durations or {})
 
     def __len__(self) -> int:
         return len(self.records)

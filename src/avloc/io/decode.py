@@ -55,7 +55,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -118,6 +118,17 @@ def frame_times(start: float, end: float, fps: float) -> np.ndarray:
         raise AvlocError(f"fps must be a positive number, got {fps}")
     count = max(0, math.floor((end - start) * fps + 1e-6))
     return start + (np.arange(count, dtype=np.float64) + 0.5) / fps
+
+
+def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> torch.Tensor:
+    """An ``(H, W, 3)`` uint8 RGB image -> ``(3, h, w)`` float32 in [0, 1] at ``size``
+    (``int``: square), resized exactly as decoded frames are (:func:`_to_tensor`: swscale's
+    antialiased bilinear), so a frame from elsewhere (a camera, a live stream) reaches the
+    encoder as the same pixels as the same frame decoded from a file."""
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+        raise ValueError(f"expected an (H, W, 3) uint8 array, got {getattr(image, 'shape', type(image))}")
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    return _to_tensor(frame, _check_size(Path("image"), size))
 
 
 def iter_steps(
@@ -417,7 +428,7 @@ def _steps(plan: _Plan) -> Iterator[AVStep]:
     if upcoming is None:
         raise AvlocError(f"{path}: the video stream has no decodable frames")
     tensor, tensor_of = None, None
-    scalers = (VideoReformatter(), VideoReformatter())  # reused: swscale keeps its filters between frames
+    scalers = _Scalers()  # reused: swscale keeps its filters between frames
     try:
         for index, (time, first) in enumerate(zip(plan.times.tolist(), firsts.tolist())):
             while upcoming is not None and (current is None or upcoming[0] <= time + _EPS):
@@ -487,12 +498,24 @@ _SCALE_FLAGS = (Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INP | Interpol
                 | Interpolation.BITEXACT)
 
 
+@dataclass
+class _Scalers:
+    """The swscale contexts of one stream's frames: decoded -> rgb24 -> gbrp -> resized."""
+
+    to_rgb: VideoReformatter = field(default_factory=VideoReformatter)
+    to_planes: VideoReformatter = field(default_factory=VideoReformatter)
+    resize: VideoReformatter = field(default_factory=VideoReformatter)
+
+
 def _to_tensor(frame: av.VideoFrame, size: tuple[int, int] | None,
-               scalers: tuple[VideoReformatter, VideoReformatter] | None = None) -> torch.Tensor:
+               scalers: _Scalers | None = None) -> torch.Tensor:
     """``av.VideoFrame`` -> ``(3, H, W)`` float32 in [0, 1], resized to ``size`` if given.
 
-    The frame is converted to planar RGB (``gbrp``) at full size, exactly as ``to_ndarray(
-    format="rgb24")`` converts it, then each plane is resized by swscale with its antialiased
+    The frame is converted to packed RGB (``rgb24``), exactly as ``to_ndarray(format="rgb24")``
+    converts it, then losslessly to planar RGB (``gbrp``): swscale's direct YUV -> ``gbrp``
+    conversion writes garbage, different at every run, into the last ``width % 16`` columns of
+    frames whose width is not a multiple of 16 (measured on a 120 px wide video: up to 255 off in
+    columns 112-119; ``tests/test_decode.py``). Each plane is then resized by swscale with its antialiased
     bilinear filter: a triangle of half-width ``max(1, in / out)`` input pixels (the filter of
     ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)`` and PIL's bilinear);
     when upscaling, plain bilinear. Both steps run in this thread (``threads=1``) on uint8 and
@@ -504,13 +527,14 @@ def _to_tensor(frame: av.VideoFrame, size: tuple[int, int] | None,
     where swscale repeats the edge pixel while torch renormalises the cut filter (up to ~11/255
     there, measured on a photo and a zone plate; ``tests/test_decode.py``).
 
-    ``scalers`` are two reformatters reused across the frames of one stream (swscale keeps its
+    ``scalers`` are the reformatters reused across the frames of one stream (swscale keeps its
     filters between calls); default: fresh ones.
     """
-    full_scaler, size_scaler = scalers if scalers is not None else (VideoReformatter(), VideoReformatter())
-    rgb = full_scaler.reformat(frame, format="gbrp", threads=1)
+    scalers = scalers if scalers is not None else _Scalers()
+    packed = scalers.to_rgb.reformat(frame, format="rgb24", threads=1)
+    rgb = scalers.to_planes.reformat(packed, format="gbrp", threads=1)  # exact: a byte shuffle
     if size is not None and (rgb.height, rgb.width) != size:
-        rgb = size_scaler.reformat(rgb, width=size[1], height=size[0], interpolation=_SCALE_FLAGS, threads=1)
+        rgb = scalers.resize.reformat(rgb, width=size[1], height=size[0], interpolation=_SCALE_FLAGS, threads=1)
     image = rgb.to_ndarray()  # (H, W, 3) uint8, RGB order
     out = np.empty((3, *image.shape[:2]), np.float32)
     np.divide(image.transpose(2, 0, 1), np.float32(255.0), out=out)  # (H, W, 3) -> (3, H, W); numpy: one thread

@@ -26,6 +26,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
+import torch
 from torch import nn
 
 from avloc.models.contract import LocalizationModel
@@ -131,15 +132,34 @@ def _signature(builder: Callable[..., nn.Module]) -> tuple[inspect.Signature, di
     return inspect.signature(builder), get_type_hints(hinted)
 
 
-def _builder(name: str) -> Callable[..., nn.Module]:
-    if not isinstance(name, str) or name not in _MODELS:
+def model_name(name: str) -> str:
+    """The registered spelling of ``name``: model names are case-insensitive (``EZVSL`` is ``ezvsl``)."""
+    registered = {known.lower(): known for known in _MODELS}
+    if not isinstance(name, str) or name.lower() not in registered:
         raise AvlocError(f"unknown model {name!r}; expected one of {', '.join(list_models())}")
-    return _MODELS[name]
+    return registered[name.lower()]
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    return _MODELS[model_name(name)]
+
+
+def describe_model(name: str) -> dict:
+    """What ``avloc models`` shows of model ``name``, read from a small instance's contract:
+    ``name``, ``paper``, ``supervisions``, ``classifier`` (whether it names the event class),
+    ``streams`` (None, or the reason it cannot)."""
+    name = model_name(name)
+    model = create_model(name, visual_channels=8, audio_channels=8, num_classes=2)
+    output = model.eval()(torch.zeros(1, 2, 8, 2, 2), torch.zeros(1, 2, 8, 2, 2))  # T = 2 steps of 2 x 2 maps
+    return {"name": name, "paper": model.paper, "supervisions": model.supervisions,
+            "classifier": output.logits is not None, "streams": model.stream_refusal()}
 
 
 def model_accepts(name: str, argument: str) -> bool:
     """Whether the builder of model ``name`` takes the keyword ``argument`` (False if unknown)."""
-    return name in _MODELS and argument in _signature(_MODELS[name])[0].parameters
+    known = {registered.lower(): builder for registered, builder in _MODELS.items()}
+    builder = known.get(name.lower()) if isinstance(name, str) else None
+    return builder is not None and argument in _signature(builder)[0].parameters
 
 
 # ---------------------------------------------------------------------------------------

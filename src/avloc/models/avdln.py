@@ -91,6 +91,7 @@ class AVDLN(LocalizationModel):
       keeps it in (0, 1] on an absolute scale (1 = the audio's own embedding, exp(-1) = the margin).
     """
 
+    paper = 'Tian, Shi, Li, Duan, Xu. "Audio-Visual Event Localization in Unconstrained Videos", ECCV 2018 (section 5)'
     supervisions: tuple[str, ...] = SUPERVISIONS
     stepwise = True  # each step's map and embeddings from that step's features alone
     common_embedding = True  # embeddings audio / visual: (B, T, D) in the space of eq. 9

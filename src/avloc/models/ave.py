@@ -203,6 +203,7 @@ class AVE(LocalizationModel):
       "video" (weak, MIL).
     """
 
+    paper = 'Tian, Shi, Li, Duan, Xu. "Audio-Visual Event Localization in Unconstrained Videos", ECCV 2018 (section 4)'
     supervisions: tuple[str, ...] = ("segment", "video")
 
     def __init__(

@@ -258,6 +258,7 @@ class AVFBNet(LocalizationModel):
       a negative a positive); needs B >= 2 and T >= 2. The classifier is not trained.
     """
 
+    paper = 'Ramaswamy, Das. "See the Sound, Hear the Pixels", WACV 2020'
     supervisions: tuple[str, ...] = ("segment", "video", "self")
 
     def __init__(

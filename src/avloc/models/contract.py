@@ -8,6 +8,7 @@ only through this interface, never by probing its attributes:
   output's ``heatmap (B, T, h, w)`` is the localisation map of every step; ``logits (B, T, K)``
   the event classes of every step, or None for a model without a classifier (the
   self-supervised ones).
+- ``paper``: the paper the model implements, one line (authors, title, venue and year).
 - ``supervisions``: the supervisions its loss accepts (:data:`avloc.losses.SUPERVISIONS`), the
   first being what ``--supervision auto`` picks when the data allows it.
 - ``loss(output, batch, supervision)``: its training loss; by default the classification loss
@@ -37,6 +38,7 @@ from avloc.types import AVOutput, AvlocError
 class LocalizationModel(nn.Module):
     """Base class of the registered models; see the module docstring for the contract."""
 
+    paper: str = ""
     supervisions: tuple[str, ...] = ("video", "segment")
     stepwise: bool = False  # True: in eval mode a step's outputs depend on that step alone
     common_embedding: bool = False  # True: embeddings "audio" / "visual" are (B, T, D) in one space

@@ -54,6 +54,7 @@ class EZVSL(LocalizationModel):
       ``supervisions = ("self",)``.
     """
 
+    paper = 'Mo, Morgado. "Localizing Visual Sounds the Easy Way", ECCV 2022'
     supervisions: tuple[str, ...] = ("self",)
     stepwise = True  # each step's map and embeddings from that step's features alone
 

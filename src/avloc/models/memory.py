@@ -75,7 +75,8 @@ class TemporalAttention(nn.Module):
         Args:
             query: ``(B, Tq, C, h, w)`` maps of the current steps.
             keys: ``(B, Tk, C, h, w)`` maps of every step a query may attend to (keys and values).
-            mask: ``(Tq, Tk)`` bool, True where query step t may attend to key step k; every row
+            mask: ``(Tq, Tk)`` bool (or broadcasting to ``(B, L, Tq, Tk)``: one per stream), True
+                where query step t may attend to key step k; every row
                 must allow at least one key.
 
         Returns:
@@ -205,13 +206,23 @@ class SpaceTimeMemory(nn.Module):
             bank: the steps just before these (streaming); None for a whole clip.
         """
         bank = bank if bank is not None else MemoryBank()
-        audio_hat = self._propagate(self.audio_memory, audio, bank.audio)  # line 2
-        visual_hat = self._propagate(self.visual_memory, visual, bank.visual)  # line 3
+        steps = audio.shape[1]
+        window = window_mask(steps, len(bank) + steps, self.memory_size, causal=self.causal, device=audio.device)
+        return self.attend(audio, visual, bank, window)
+
+    def attend(self, audio: torch.Tensor, visual: torch.Tensor, bank: MemoryBank, window: torch.Tensor
+               ) -> MemoryOutput:
+        """Algorithm 1, lines 2-5, of the steps ``audio (B, T, C, m, n)``, ``visual (B, T, C, h, w)``
+        over ``bank``'s k steps and themselves, each query attending to the keys ``window`` allows:
+        ``(T, k + T)`` bool (:func:`window_mask`), or any shape that broadcasts to the attention's
+        ``(B, L, T, k + T)`` scores (a fixed-size export masks each stream's empty slots so)."""
+        audio_hat = self._propagate(self.audio_memory, audio, bank.audio, window)  # line 2
+        visual_hat = self._propagate(self.visual_memory, visual, bank.visual, window)  # line 3
         audio_vector = spatial_pool(audio_hat, self.pool)  # (B, T, C, m, n) -> (B, T, C)
         cross_modal, alpha = cross_modal_attention(
             visual_hat, audio_vector, self.spatial_temperature, self.spatial_similarity
         )  # line 4
-        audio_visual = self._propagate(self.audio_visual_memory, cross_modal, bank.audio_visual)  # line 5
+        audio_visual = self._propagate(self.audio_visual_memory, cross_modal, bank.audio_visual, window)  # line 5
         return MemoryOutput(audio_hat, audio_visual, cross_modal, alpha, visual_hat)
 
     def step(self, audio: torch.Tensor, visual: torch.Tensor, bank: MemoryBank) -> tuple[MemoryOutput, MemoryBank]:
@@ -221,12 +232,12 @@ class SpaceTimeMemory(nn.Module):
         out = self.forward(audio, visual, bank)
         return out, bank.push(audio, visual, out.cross_modal, self.memory_size)
 
+    @staticmethod
     def _propagate(
-        self, attention: TemporalAttention | None, x: torch.Tensor, memory: torch.Tensor | None
+        attention: TemporalAttention | None, x: torch.Tensor, memory: torch.Tensor | None, window: torch.Tensor
     ) -> torch.Tensor:
-        """Temporal attention of ``x`` (B, T, C, h, w) over its window, ``memory`` steps first."""
+        """Temporal attention of ``x`` (B, T, C, h, w) over ``memory``'s steps and its own, as ``window`` allows."""
         if attention is None:  # this variant skips the line
             return x
         keys = x if memory is None else torch.cat([memory, x], dim=1)  # (B, k + T, C, h, w)
-        mask = window_mask(x.shape[1], keys.shape[1], self.memory_size, causal=self.causal, device=x.device)
-        return attention(x, keys, mask)[0]
+        return attention(x, keys, window)[0]

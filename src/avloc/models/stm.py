@@ -123,6 +123,8 @@ class STM(LocalizationModel):
     causality of the memory holds exactly in eval mode (or with ``norm=False``).
     """
 
+    paper = 'Li, Tian, Xu. "Space-Time Memory Network for Sounding Object Localization in Videos", BMVC 2021'
+
     def __init__(
         self,
         *,
@@ -269,9 +271,9 @@ class STM(LocalizationModel):
             memory = self.memory(x_a, x_v)
         else:
             memory, bank = self.memory.step(x_a, x_v, bank)
-        return self._read_out(memory, visual), bank
+        return self.read_out(memory, visual), bank
 
-    def _read_out(self, memory: MemoryOutput, visual: torch.Tensor) -> AVOutput:
+    def read_out(self, memory: MemoryOutput, visual: torch.Tensor) -> AVOutput:
         """Localisation map (3.3) and classifier (3.4) from the memory layer's outputs; ``visual``
         ``(B, T, Cv, h, w)`` the encoder's maps, for the map's affinity refinement."""
         audio = spatial_pool(memory.audio, self.pool)  # (B, T, C, m, n) -> (B, T, C)

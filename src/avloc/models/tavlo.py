@@ -162,6 +162,7 @@ class TAVLO(LocalizationModel):
     about 0 (mean negatives) or 0.02-0.9 (max) while its peak stays at or below chance (1/16).
     """
 
+    paper = "Choi, Lee, Kwak. \"What's Making That Sound Right Now? Video-centric Audio-Visual Localization\", ICCV 2025"
     supervisions: tuple[str, ...] = ("self",)
 
     def __init__(

@@ -37,6 +37,8 @@ SECONDS = 10  # every AVE clip is 10 s long, labelled per second
 ANNOTATIONS = "Annotations.txt"
 FEATURE_KEY, ORDER_KEY = "avadataset", "order"
 SPLITS = ("train", "val", "test")
+# The STM authors' split files (their repository's splits/AVE/): Annotations.txt lines, one file per split.
+SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 # Lower-cased names each field of a header line may carry (the download spells the second one).
 HEADER_FIELDS = ({"category"}, {"videoid", "youtubeid", "video_id", "youtube_id", "id"}, {"quality"},
                  {"starttime", "start", "startsec"}, {"endtime", "end", "endsec"})
@@ -163,6 +165,25 @@ def read_h5(path: str | os.PathLike, key: str) -> np.ndarray:
             return dataset[()]
         except OSError as error:
             raise AvlocError(f"{path}: cannot read dataset {key!r} ({error})") from None
+
+
+def split_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """``{split: path}`` of the STM authors' split files (``trainSet.txt``, ...) present in ``folder``."""
+    paths = {name: Path(folder) / file for name, file in SPLIT_FILES.items()}
+    return {name: path for name, path in paths.items() if path.is_file()}
+
+
+def read_split_files(folder: str | os.PathLike) -> dict[str, list[AVESample]]:
+    """The samples of each STM split file in ``folder`` (the splits present), in file order.
+
+    The files hold the lines of ``Annotations.txt`` that AVE's ``*_order.h5`` name, in that order
+    (checked on the published files: val and test line for line; train too, but for row 26, the
+    empty event ``[0, 0)`` of ``VWi2ENBuTbw``, which ``trainSet.txt`` gives as ``[0, 10)``).
+    """
+    paths = split_files(folder)
+    if not paths:
+        raise AvlocError(f"{folder}: no STM split files ({', '.join(SPLIT_FILES.values())})")
+    return {name: read_annotations(path) for name, path in paths.items()}
 
 
 def read_split(folder: str | os.PathLike, num_samples: int) -> dict[str, np.ndarray]:

@@ -5,13 +5,20 @@ finds each clip's video by name below ``videos``, places it in ``OUT/videos/`` (
 link by default, or a hard link or a copy) and writes ``OUT/manifest.jsonl`` atomically.
 Boxes become original video pixels (the videos are probed for their size), so that
 ``avloc train`` / ``avloc eval`` read every dataset the same way. Clips whose video is
-missing are left out and listed in the result; a conversion with no video at all fails.
+missing are left out of the manifest (their boxes need the video's size) and listed in
+``OUT/missing_videos.txt``, one tab-separated line each: the file name looked for, the source
+id (the YouTube id; a Flickr or AVATAR id), the time window of the source video where the
+annotations give it (AudioSet-Instrument's CSV start-end, VGGSound's ``<id>_<start>`` + 10 s,
+AVE's 10-s clip: 0-10 with the event), the clip id and a note. A conversion that finds no video
+at all writes that list alone (no manifest, no ``videos/`` folder) and fails, naming it.
 
 Layouts and where the annotated frame lies in time:
 
 - ``ave``: ``Annotations.txt`` (a header line is skipped) + ``*_order.h5`` (official split,
-  segments per second); ``--boxes`` a folder of the STM authors' CVAT files
-  (``<youtube id>/annotations.xml``): every CVAT frame ``n`` at ``n * 10 / size`` s, boxes
+  segments per second), or the STM authors' split files ``trainSet.txt`` / ``valSet.txt`` /
+  ``testSet.txt`` (:func:`avloc.data.sources.load_ave_splits`); ``--boxes`` a folder of the
+  STM authors' CVAT files (``<youtube id>/annotations.xml``, or one video's folder holding
+  ``annotations.xml``): every CVAT frame ``n`` at ``n * 10 / size`` s, boxes
   rescaled from the CVAT task's size. A video's CVAT file belongs to its sample(s) in the
   test split (the files annotate AVE's test videos), or to its only sample when it has no
   test sample; a two-event video's other samples get no frames. Only the frames inside the
@@ -52,7 +59,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from avloc.atomic import atomic_path
+from avloc.atomic import atomic_path, make_folder
 from avloc.data.formats import audioset_instrument, ave, cvat
 from avloc.data.formats.flickr import read_flickr_xml
 from avloc.data.manifest import BACKGROUND, SPLITS, ClipRecord, FrameAnnotation, write_manifest
@@ -81,6 +88,7 @@ class ConvertResult:
     annotated_frames: int
     missing: tuple[str, ...]  # clip ids whose video was not found
     notes: tuple[str, ...] = ()  # what the conversion decided, one line each (also logged)
+    missing_list: Path | None = None  # OUT/missing_videos.txt: what to fetch (None when nothing is missing)
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,8 @@ class _Clip:
     tags: tuple[str, ...] = ()
     frame_keys: tuple[int | float, ...] = ()  # AVATAR: each frame's file stem (index or seconds)
     box_file: Path | None = None  # the CVAT file whose frames this clip receives
+    window: tuple[float, float] | None = None  # seconds of the source video the clip is, where known
+    event: tuple[float, float] | None = None  # AVE: the sample's event inside its 10-s clip
 
 
 class _Media:
@@ -142,10 +152,8 @@ def convert_dataset(layout: str, source: str | os.PathLike, out: str | os.PathLi
     if not media_root.is_dir():
         raise AvlocError(f"{media_root}: no such videos folder")
     out = Path(out)
-    try:
-        (out / "videos").mkdir(parents=True, exist_ok=True)
-    except OSError as error:  # e.g. a file where the folder must go
-        raise AvlocError(f"{out}: cannot make the dataset folder ({error.strerror}: {error.filename})") from None
+    if out.exists() and not out.is_dir():
+        raise AvlocError(f"{out}: is a file; expected the dataset folder to write")
     media = _Media(media_root)
     readers = {"ave": _ave_clips, "audioset-instrument": _instrument_clips, "vggss": _vggss_clips,
                "flickr": _flickr_clips, "avatar": _avatar_clips}
@@ -157,6 +165,12 @@ def convert_dataset(layout: str, source: str | os.PathLike, out: str | os.PathLi
     if box_folder is not None and layout in ("ave", "audioset-instrument"):
         clips = _assign_box_files(clips, box_folder, notes)
     records, missing, outside = [], [], Counter()
+    absent = [clip for clip in clips if not _has_media(clip, media, layout)]
+    if len(absent) == len(clips):  # nothing to convert: only the list of what to fetch, no empty dataset
+        listed = _write_missing(out, absent, layout, media_root)
+        raise AvlocError(f"{media_root}: none of the {len(clips)} clips' videos was found (looked for files named by "
+                         f"the {_NAMED_BY[layout]}, e.g. {clips[0].media}.mp4, searched recursively; pass --videos "
+                         f"FOLDER); wrote {listed}: every clip's source id and time window, to fetch")
     for clip in tqdm(clips, desc=f"convert {layout}", unit="clip", disable=not progress):
         video = _place(clip, media, out, link, layout)
         if video is None:
@@ -166,10 +180,11 @@ def convert_dataset(layout: str, source: str | os.PathLike, out: str | os.PathLi
         frames = _frames(clip, info, layout, frame_time, outside)
         records.append(ClipRecord(id=clip.id, video=video.absolute(), split=clip.split, label=clip.label,
                                   segments=clip.segments, frames=frames, tags=clip.tags))
-    if not records:
-        raise AvlocError(f"{media_root}: none of the {len(clips)} clips' videos was found (looked for files named "
-                         "by the clip's id; pass --videos FOLDER)")
     manifest = write_manifest(out, records)
+    listed = _write_missing(out, absent, layout, media_root)
+    if listed is not None:
+        notes.append(f"{len(absent)} of {len(clips)} clips left out, their videos were not found below {media_root}: "
+                     f"{listed} lists each one's source id and time window, to fetch (then run this again)")
     if outside["frames"]:
         notes.append(f"{outside['frames']} CVAT frames outside their sample's event (background seconds) are not "
                      f"scored and were left out ({outside['boxed']} of them had boxes)")
@@ -177,7 +192,64 @@ def convert_dataset(layout: str, source: str | os.PathLike, out: str | os.PathLi
     notes.append("annotated frames per split: " + ", ".join(f"{name} {per_split[name]}" for name in SPLITS))
     for note in notes:
         log.warning("%s", note)
-    return ConvertResult(manifest, len(records), sum(len(r.frames) for r in records), tuple(missing), tuple(notes))
+    return ConvertResult(manifest, len(records), sum(len(r.frames) for r in records), tuple(missing), tuple(notes),
+                         listed)
+
+
+MISSING_LIST = "missing_videos.txt"
+# What each layout's videos are named by (the stem looked for below --videos).
+_NAMED_BY = {"ave": "YouTube id", "audioset-instrument": "YouTube id",
+             "vggss": "VGGSound name <YouTube id>_<start seconds>", "flickr": "Flickr id (or <id>.jpg + <id>.wav)",
+             "avatar": "video id"}
+
+
+def _write_missing(out: Path, absent: list[_Clip], layout: str, media_root: Path) -> Path | None:
+    """``OUT/missing_videos.txt``: a tab-separated line per clip whose video was not found (what to
+    fetch); with none, a list left by an earlier conversion is removed and None returned."""
+    path = out / MISSING_LIST
+    if not absent:
+        path.unlink(missing_ok=True)
+        return None
+    lines = [f"# {len(absent)} clips whose video was not found below {media_root}. Fetch each one, name it "
+             "<file name>.mp4 (or .mkv .webm .avi .mov),",
+             f"# put it below --videos and run avloc datasets convert {layout} again. start, end: {_WINDOWS[layout]}.",
+             "file name\tsource id\tstart\tend\tclip id" + ("\tevent" if layout == "ave" else "")]
+    for clip in absent:
+        start, end = ("-", "-") if clip.window is None else (f"{clip.window[0]:g}", f"{clip.window[1]:g}")
+        event = "" if clip.event is None else f"\t{clip.event[0]:g}-{clip.event[1]:g} s"
+        lines.append(f"{clip.media}\t{_source_id(clip, layout)}\t{start}\t{end}\t{clip.id}{event}")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+_WINDOWS = {"ave": "the 10-s clip AVE distributes (its offset in the YouTube video is not published: 0-10); "
+                   "event: the sample's event in it",
+            "audioset-instrument": "seconds of the YouTube video (the CSV's start and end)",
+            "vggss": "seconds of the YouTube video (VGGSound's <id>_<start>, 10 s)",
+            "flickr": "none (Flickr-SoundNet's test image and its sound)",
+            "avatar": "not in the annotations (the whole video)"}
+
+
+def _source_id(clip: _Clip, layout: str) -> str:
+    """The id to fetch by: the YouTube id (VGGSound names carry the start after it)."""
+    if layout == "vggss":
+        head, _, tail = clip.media.rpartition("_")
+        return head if head and tail.isdigit() else clip.media
+    return clip.media
+
+
+def _vggss_window(name: str) -> tuple[float, float] | None:
+    """VGGSound's ``<YouTube id>_<start>``: the 10-s clip from ``start``; None for another name."""
+    head, _, tail = name.rpartition("_")
+    return (float(int(tail)), float(int(tail) + 10)) if head and tail.isdigit() else None
+
+
+def _has_media(clip: _Clip, media: _Media, layout: str) -> bool:
+    """Whether :func:`_place` finds the clip's video (or, for Flickr, its image and sound)."""
+    if media.get(clip.media, "video") is not None:
+        return True
+    return layout == "flickr" and None not in (media.get(clip.media, "image"), media.get(clip.media, "audio"))
 
 
 def _listed(names: list[str]) -> str:
@@ -190,6 +262,8 @@ def _assign_box_files(clips: list[_Clip], box_folder: Path, notes: list[str]) ->
     Raises AvlocError when no file names a clip, naming a subfolder whose files do if there is one.
     """
     files = {path.parent.name: path for path in sorted(box_folder.glob(f"*/{CVAT_FILE}"))}
+    if not files and (box_folder / CVAT_FILE).is_file():  # one video's folder: <youtube id>/annotations.xml
+        files = {box_folder.resolve().name: box_folder / CVAT_FILE}
     by_video: dict[str, list[_Clip]] = defaultdict(list)
     for clip in clips:
         by_video[clip.media].append(clip)
@@ -244,12 +318,14 @@ def _place(clip: _Clip, media: _Media, out: Path, link: str, layout: str) -> Pat
     video = media.get(clip.media, "video")
     if video is not None:
         target = out / "videos" / video.name
+        make_folder(target.parent)  # only once a clip has its media: never an empty videos/ folder
         _link(video, target, link)
         return target
     image, audio = media.get(clip.media, "image"), media.get(clip.media, "audio")
     if layout != "flickr" or image is None or audio is None:
         return None
     target = out / "videos" / f"{clip.media}.mp4"
+    make_folder(target.parent)
     if not target.is_file():
         write_still_video(image, audio, target)
     return target
@@ -388,8 +464,9 @@ def _ave_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
     header = ave.header_line(source / ave.ANNOTATIONS)
     if header is not None:
         notes.append(f"{source / ave.ANNOTATIONS}: header line {header!r} skipped (row 0 is the first data line)")
-    return [_Clip(r.id, r.video.stem, r.split, r.label, r.segments) for r in dataset.records
-            if not r.id.startswith("noisy-")]
+    return [_Clip(r.id, r.video.stem, r.split, r.label, r.segments, window=(0.0, float(ave.SECONDS)),
+                  event=next(((s.start, s.end) for s in r.segments if s.label != BACKGROUND), None))
+            for r in dataset.records if not r.id.startswith("noisy-")]
 
 
 def _instrument_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
@@ -401,7 +478,8 @@ def _instrument_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]
         if path.is_file():
             for row in audioset_instrument.read_instrument_csv(path):
                 tags = ("multi-source",) if row.multi else ()
-                clips.append(_Clip(row.video_id, row.video_id, name, row.classes[0], tags=tags))
+                clips.append(_Clip(row.video_id, row.video_id, name, row.classes[0], tags=tags,
+                                   window=(row.start, row.end)))
     if not clips:
         raise AvlocError(f"{source}: no train.csv, val.csv or test.csv")
     return clips
@@ -414,7 +492,8 @@ def _vggss_clips(source: Path, split: str, notes: list[str]) -> list[_Clip]:
     for entry in document.entries:
         frame = FrameAnnotation(0.0, tuple(map(tuple, entry.usable_boxes.tolist())), source_format="vggss",
                                 source_boxes=tuple(map(tuple, entry.boxes.tolist())))  # every box, as written
-        clips.append(_Clip(entry.file, entry.file, split, entry.label, frames=(frame,)))
+        clips.append(_Clip(entry.file, entry.file, split, entry.label, frames=(frame,),
+                           window=_vggss_window(entry.file)))
     return clips
 
 
