@@ -53,6 +53,19 @@ def test_filterbank_is_htk_without_norm():
     np.testing.assert_allclose(mel_filterbank().numpy(), htk_filterbank(), atol=1e-5)
 
 
+@pytest.mark.parametrize("config", [MelConfig(), MelConfig(sample_rate=22050, n_fft=1024, window_ms=40.0, n_mels=40,
+                                                           fmin=0.0, fmax=11025.0),
+                                    MelConfig(n_mels=32, fmin=50.0, fmax=8000.0)])
+def test_filterbank_equals_librosa(config):
+    """The filterbank is built without librosa (its import takes seconds) and must stay its exact twin."""
+    librosa = pytest.importorskip("librosa")
+    expected = librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+                                   fmin=config.fmin, fmax=config.fmax, htk=True, norm=None)
+    got = mel_filterbank(config).numpy()
+    assert got.dtype == expected.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("length", [4000, 16000, 400, 559, 560])
 def test_values_match_numpy(length):
     rng = np.random.default_rng(length)

@@ -27,6 +27,50 @@ def test_console_entry_point_runs():
     assert "synth" in result.stdout and "extract" in result.stdout
 
 
+_NO_TORCH = """
+import contextlib, io, sys
+from avloc.cli import build_parser, main
+(sub,) = [action for action in build_parser()._actions if action.dest == "command"]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    for command in [[], *([name] for name in sub.choices), ["datasets", "check"], ["datasets", "convert"]]:
+        try:
+            main([*command, "--help"])
+        except SystemExit as exit_:
+            assert exit_.code == 0, command
+    assert main(["models"]) == 0 and main(["encoders"]) == 0
+heavy = sorted({name.partition(".")[0] for name in sys.modules} & {"torch", "torchvision", "numpy", "cv2"})
+assert not heavy, heavy
+assert out.getvalue().count("usage: avloc") == len(sub.choices) + 3, out.getvalue()
+"""
+
+
+_DEMO_IMPORTS = """
+import sys
+from avloc.audio import mel_filterbank
+from avloc.demo import run_demo
+from avloc.trained import load_trained
+load_trained("default").encoders("cpu")
+mel_filterbank()
+slow = sorted({name.partition(".")[0] for name in sys.modules} & {"torchvision", "librosa", "scipy", "numba"})
+assert not slow, slow
+"""
+
+
+def test_the_demo_path_imports_neither_torchvision_nor_librosa():
+    """Each takes seconds to import (torchvision pulls torch._dynamo); `avloc demo` and the built-in
+    model need neither (the ResNet / VGG encoders import torchvision when built)."""
+    result = subprocess.run([sys.executable, "-c", _DEMO_IMPORTS], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_help_models_and_encoders_import_no_torch():
+    """``avloc --help``, ``avloc COMMAND --help``, ``avloc models`` and ``avloc encoders`` start in well
+    under a second: importing torch alone takes seconds."""
+    result = subprocess.run([sys.executable, "-c", _NO_TORCH], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_encoders_lists_every_encoder(capsys):
     assert main(["encoders"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avloc.io.decode import AVStep, frame_times, iter_steps, probe, read_audio, read_clip
+from avloc.io.decode import AVStep, frame_times, iter_frames, iter_steps, probe, read_audio, read_clip
 from avloc.io.write import write_video
 from avloc.types import AvlocError
 
@@ -135,6 +135,24 @@ def test_iter_steps_streams_the_same_steps(video):
     assert [s.index for s in rest] == [1, 2, 3]
     clip = read_clip(video, fps=4, size=(24, 40), start=1.0, end=2.0)
     torch.testing.assert_close(torch.stack([first.frame] + [s.frame for s in rest]), clip.frames)
+
+
+@pytest.mark.parametrize(("start", "end"), [(None, None), (0.3, 2.3), (1.06, 3.5)])
+def test_one_pass_hands_every_original_frame_over_with_the_steps(video, start, end):
+    """iter_steps(frames_to=...) gives the same steps and, in order, every frame iter_frames gives
+    (same times, same pixels), each by the time the first step after it is yielded."""
+    handed = []
+    steps = []
+    for step in iter_steps(video, fps=4, size=16, start=start, end=end,
+                           frames_to=lambda moment, frame: handed.append((moment, frame.to_ndarray(format="rgb24")))):
+        assert handed[-1][0] >= step.time - 1e-6  # the frames up to its time are handed over
+        steps.append(step)
+    clip = read_clip(video, fps=4, size=16, start=start, end=end)
+    torch.testing.assert_close(torch.stack([s.frame for s in steps]), clip.frames)
+    torch.testing.assert_close(torch.stack([s.segment for s in steps]), clip.segments)
+    expected = list(iter_frames(video, start, end))
+    assert [t for t, _ in handed] == pytest.approx([t for t, _ in expected]) and len(expected) > 8
+    assert all((a == b).all() for (_, a), (_, b) in zip(handed, expected))
 
 
 def photo(height: int, width: int) -> np.ndarray:

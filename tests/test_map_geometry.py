@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from avloc.map_geometry import (
+    BOX_GRID,
     box_masks,
     boxes_from_map,
     detector_proposals,
     enclosing_box,
+    frame_boxes,
     global_threshold,
     ground_proposals,
     normalize,
@@ -198,3 +200,52 @@ def test_detector_proposals_structure():
     assert kept.shape[0] == scores.shape[0] <= 3
     with pytest.raises(AvlocError):
         detector_proposals(model, torch.rand(48, 64))
+
+
+def _blob_maps(count: int, side: int, seed: int) -> torch.Tensor:
+    """``(count, side, side)`` maps of one to three Gaussian blobs over a little noise."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.mgrid[0:side, 0:side]
+    maps = np.zeros((count, side, side))
+    for m in maps:
+        for _ in range(rng.integers(1, 4)):
+            cy, cx, spread = rng.uniform(0, side), rng.uniform(0, side), rng.uniform(0.5, 3)
+            m += rng.uniform(0.2, 1) * np.exp(-((rows - cy) ** 2 + (columns - cx) ** 2) / (2 * spread**2))
+        m += rng.uniform(0, 0.05, (side, side))
+    return torch.from_numpy(maps)
+
+
+@pytest.mark.parametrize("side", [8, 16])
+def test_frame_boxes_stay_within_a_feature_cell_of_the_stm_protocol(side):
+    """Boxes found on the small grid and scaled to a 640 x 360 frame against the eval protocol's
+    (256 x 256 grid, float64, Otsu after the 0.5 floor, scaled the same way): as many boxes, each
+    edge within one feature cell (640 / side by 360 / side pixels), most within one grid cell."""
+    from avloc.protocols import Protocol, predicted_boxes
+
+    size = (360, 640)
+    maps = _blob_maps(150, side, seed=side)
+    boxes, scores = frame_boxes(maps, size)
+    protocol = Protocol(name="stm")
+    cell = np.array([size[1] / side, size[0] / side] * 2)
+    grid_cell = np.array([size[1] / BOX_GRID, size[0] / BOX_GRID] * 2)
+    moved = []
+    for heatmap, ours, shares in zip(maps, boxes, scores):
+        level = normalize(upsample(heatmap, (256, 256), torch.float64)).numpy()
+        theirs = scale_boxes(predicted_boxes(level, protocol), (256, 256), size).numpy()
+        assert ours.shape == theirs.shape == (1, 4) and shares.shape == (1,)
+        assert (np.abs(ours - theirs) <= cell).all()
+        moved.append((np.abs(ours - theirs) / grid_cell).max())
+        assert 0 < shares[0] <= 1
+    assert np.median(moved) <= 1.0
+
+
+def test_frame_boxes_of_a_flat_map_are_none_and_per_contour_splits():
+    maps = torch.zeros(2, 8, 10)
+    maps[0] = 0.25  # flat: detects nothing
+    maps[1] = torch.from_numpy(two_blobs())
+    boxes, scores = frame_boxes(maps, (80, 100), mode="per-contour", min_value=None)
+    assert boxes[0].shape == (0, 4) and scores[0].shape == (0,)
+    assert boxes[1].shape == (2, 4)  # the two blobs, top one first
+    assert boxes[1][0][1] < boxes[1][1][1] and (boxes[1][:, 2] <= 100).all() and (boxes[1][:, 3] <= 80).all()
+    with pytest.raises(AvlocError, match=r"\(T, h, w\)"):
+        frame_boxes(torch.zeros(8, 8), (80, 100))

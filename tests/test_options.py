@@ -34,7 +34,7 @@ def captured(monkeypatch):
     """``avloc train`` builds its TrainConfig and stops: the config ``fit`` would have trained."""
     configs = []
 
-    def fake_fit(config, resume=False, progress=True, device=None, skip_broken=False):
+    def fake_fit(config, resume=False, progress=True, device=None, skip_broken=False, precision="auto"):
         configs.append(config)
         return Path(config.out) / "best.pt"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -82,19 +83,24 @@ def num_frames(num_samples: int, config: MelConfig = MelConfig()) -> int:
 
 @functools.lru_cache(maxsize=8)
 def mel_filterbank(config: MelConfig = MelConfig()) -> Tensor:
-    """The ``(M, n_fft // 2 + 1)`` float32 HTK mel filterbank (cached per config, CPU)."""
-    import librosa  # slow first import: only when a filterbank is first needed
+    """The ``(M, n_fft // 2 + 1)`` float32 HTK mel filterbank (cached per config, CPU).
 
-    weights = librosa.filters.mel(
-        sr=config.sample_rate,
-        n_fft=config.n_fft,
-        n_mels=config.n_mels,
-        fmin=config.fmin,
-        fmax=config.fmax,
-        htk=True,
-        norm=None,
-    )
-    return torch.from_numpy(weights).float()
+    librosa's ``filters.mel(htk=True, norm=None)``, step for step (tests/test_audio.py checks
+    they are equal), without importing librosa: its first import and first call take seconds.
+    """
+    def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+
+    freqs = np.fft.rfftfreq(n=config.n_fft, d=1.0 / config.sample_rate)  # (n_fft // 2 + 1,) bin centres
+    mels = np.linspace(hz_to_mel(np.asarray(config.fmin, dtype=np.float64)),
+                       hz_to_mel(np.asarray(config.fmax, dtype=np.float64)), config.n_mels + 2)  # (M + 2,) edges
+    edges = 700.0 * (10.0 ** (mels / 2595.0) - 1.0)  # (M + 2,) in Hz
+    widths = np.diff(edges)  # (M + 1,)
+    ramps = np.subtract.outer(edges, freqs)  # (M + 2, n_fft // 2 + 1)
+    weights = np.zeros((config.n_mels, len(freqs)), dtype=np.float32)
+    for i in range(config.n_mels):  # triangle i rises over edges[i..i+1] and falls over edges[i+1..i+2]
+        weights[i] = np.maximum(0, np.minimum(-ramps[i] / widths[i], ramps[i + 2] / widths[i + 1]))
+    return torch.from_numpy(weights)
 
 
 @functools.lru_cache(maxsize=8)
@@ -113,12 +119,18 @@ def log_mel(segments: Tensor, config: MelConfig = MelConfig()) -> Tensor:
 
     Returns:
         ``(..., 1, M, N)`` float32 (float64 for float64 input): M = ``config.n_mels`` mel
-        bins, N = :func:`num_frames` ``(L)`` time frames.
+        bins, N = :func:`num_frames` ``(L)`` time frames; float32 under autocast too (the
+        front end is never run in reduced precision, :mod:`avloc.accelerate`).
     """
     return _log_mel(segments, config, mel_filterbank(config), _window(config))
 
 
 def _log_mel(segments: Tensor, config: MelConfig, filterbank: Tensor, window: Tensor) -> Tensor:
+    with torch.autocast(device_type=segments.device.type, enabled=False):  # float32 under autocast too
+        return _log_mel_float(segments, config, filterbank, window)
+
+
+def _log_mel_float(segments: Tensor, config: MelConfig, filterbank: Tensor, window: Tensor) -> Tensor:
     if segments.ndim < 1 or not segments.is_floating_point():
         raise ValueError(f"segments must be a float tensor (..., L), got {tuple(segments.shape)} {segments.dtype}")
     length = segments.shape[-1]

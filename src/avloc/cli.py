@@ -8,6 +8,7 @@ import os
 import sys
 
 from avloc import __version__
+from avloc.catalogue import DEVICE_CHOICES  # avloc.devices' own, without torch
 from avloc.types import AvlocError
 
 
@@ -82,11 +83,13 @@ def _extract(args: argparse.Namespace) -> int:
     common = {"visual_weights": weights.get("visual"), "audio_weights": weights.get("audio"),
               "shard": parse_shard(args.shard), "batch_size": args.batch_size, "progress": not args.quiet,
               "skip_broken": args.skip_broken,
-              "device": resolve_device(args.device)}
+              "device": resolve_device(args.device), "precision": args.precision}
     if args.format == "ave":
         if args.fps is not None or args.audio_window is not None:
             raise AvlocError("--fps and --audio-window do not apply to --format ave (one row step per second, "
                              "its frames set by --frames-per-second)")
+        if args.storage is not None:
+            raise AvlocError("--storage applies to --format avloc only (the AVE layout holds float32 arrays)")
         result = extract_ave_features(
             args.dataset, args.out, visual=args.visual or "vgg19", audio=args.audio or "vggish-embed",
             size=224 if args.size is None else args.size,
@@ -99,7 +102,7 @@ def _extract(args: argparse.Namespace) -> int:
         result = extract_features(
             args.dataset, args.out, visual=args.visual or "small-visual", audio=args.audio or "small-audio",
             fps=4.0 if args.fps is None else args.fps, size=256 if args.size is None else args.size,
-            audio_window=args.audio_window, **common,
+            audio_window=args.audio_window, storage=args.storage or "float16", **common,
         )
     print(f"encoded {result.extracted} clips, {result.skipped} already done")
     if result.summary:  # --skip-broken
@@ -112,24 +115,16 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _encoders(args: argparse.Namespace) -> int:
-    from avloc.models.encoders import create_encoder, list_encoders
+    from avloc.catalogue import format_encoders  # a table checked against the encoders: no torch to import
 
-    for name in list_encoders():
-        encoder = create_encoder(name)
-        print(f"{name:14s} {encoder.modality:7s} {encoder.out_channels:5d} channels")
+    print(format_encoders())
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    from avloc.models import list_models
-    from avloc.models._registry import describe_model
+    from avloc.catalogue import format_models  # a table checked against describe_model: no torch to import
 
-    for name in list_models():
-        model = describe_model(name)
-        streams = "yes" if model["streams"] is None else f"no: {model['streams']}"
-        classes = "yes" if model["classifier"] else "no (heat maps only)"
-        print(f"{name}\n  paper:       {model['paper']}\n  supervision: {', '.join(model['supervisions'])}\n"
-              f"  localises:   yes (a heat map per step)\n  event class: {classes}\n  streams:     {streams}")
+    print(format_models())
     return 0
 
 
@@ -173,7 +168,7 @@ def _train(args: argparse.Namespace) -> int:
         name = f"{model}-{options.get('variant', option_defaults('stm')['variant'])}" if model == "stm" else model
         values["out"] = f"runs/{name}-seed{values.get('seed', 0)}"
     best = fit(TrainConfig(**values), resume=args.resume, progress=not args.quiet, skip_broken=args.skip_broken,
-               device=training_device(args.device))
+               device=training_device(args.device), precision=args.precision)
     if is_main():  # under torchrun, one report for all processes
         print(f"best checkpoint (lowest validation loss): {best}")
         print(f"log and loss curve: {best.parent / 'log.csv'}, {best.parent / 'loss.png'}")
@@ -260,7 +255,7 @@ def _localize(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("avloc-out") / Path(video).stem
     result = localize_video(video, out, model=args.model, fps=args.fps, start=args.start, end=args.end,
                             stream=args.stream, box_mode=args.boxes, sheet_frames=args.sheet_frames, device=device,
-                            progress=not args.quiet)
+                            progress=not args.quiet, precision=args.precision)
     print(f"{len(result.times)} steps, {result.frames_written} frames")
     if result.latencies is not None:
         ms = 1000 * result.latencies
@@ -278,7 +273,7 @@ def _localize_batch(args: argparse.Namespace, device) -> int:
 
     result = localize_batch(args.video, args.out or "avloc-out", model=args.model, fps=args.fps, start=args.start,
                             end=args.end, stream=args.stream, box_mode=args.boxes, sheet_frames=args.sheet_frames,
-                            device=device, progress=not args.quiet)
+                            device=device, progress=not args.quiet, precision=args.precision)
     done, finished, skipped = (result.count(status) for status in (LOCALISED, FINISHED, SKIPPED))
     print(f"localised {done} of {len(result.rows)} videos, {skipped} skipped (see {result.summary})")
     if finished:
@@ -313,11 +308,22 @@ def _datasets_convert(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import torch
+
     from avloc.demo import run_demo
     from avloc.report import format_table
 
-    result, report = run_demo(args.out, seed=args.seed, scenario=args.scenario, model=args.model,
-                              progress=not args.quiet)
+    threads = torch.get_num_threads()
+    if not os.environ.get("OMP_NUM_THREADS"):
+        # One clip of small maps: a second OpenMP thread gains little here, and on a busy machine
+        # every small op waits for it (two threads: 1.7x the demo's wall time and 1.8x its CPU time
+        # on 2 shared cores, same maps). The overlay is encoded on a thread of its own meanwhile.
+        torch.set_num_threads(1)
+    try:
+        result, report = run_demo(args.out, seed=args.seed, scenario=args.scenario, model=args.model,
+                                  progress=not args.quiet)
+    finally:  # main() may run in-process (tests, scripts): leave torch as it was
+        torch.set_num_threads(threads)
     print(format_table(report))
     print(f"overlay video: {result.files()['overlay.mp4']}")
     print(f"contact sheet: {result.files()['contact_sheet.png']}")
@@ -364,10 +370,20 @@ def _add_encoder_flags(parser: argparse.ArgumentParser, defaults: dict[str, str]
     parser.add_argument("--size", type=int, default=None, help=f"frame size in pixels (default: {defaults['size']})")
 
 
+# avloc.accelerate.PRECISION_CHOICES, spelled out so that --help needs no torch (tests/test_accelerate.py checks)
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def _add_precision_flag(parser: argparse.ArgumentParser) -> None:
+    """--precision auto|fp32|bf16|fp16 (avloc.accelerate.acceleration), auto by default."""
+    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
+                        help="arithmetic of the encoders and the model: auto (default) is bf16 autocast on CUDA "
+                        "(fp16 on GPUs without bf16) with channels-last encoders, pinned memory and loader workers, "
+                        "and fp32 on the CPU and MPS; bf16 or fp16 force autocast (on the CPU too)")
+
+
 def _add_device_flag(parser: argparse.ArgumentParser, auto: str = "") -> None:
     """--device auto|cpu|cuda|mps (avloc.devices.resolve_device), auto by default."""
-    from avloc.devices import DEVICE_CHOICES
-
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                         help=f"where to run: auto (default) takes the GPU when there is one, CUDA then MPS, else "
                         f"the CPU{auto}; cuda or mps when there is none is an error")
@@ -442,8 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="leave out the clips whose video cannot be read (missing, not a video, no decodable "
                          "frame, no sound, too short), list them with their reasons in FILE.h5.skipped.txt (--format "
                          "ave: FOLDER.skipped.txt) and go on (default: the first one stops the run)")
+    extract.add_argument("--storage", default=None, choices=["float16", "float32"],
+                         help="--format avloc: how the maps are stored (read back as float32 either way): float16, "
+                         "chunked and gzip-compressed, a quarter of the size (default); float32, exact and "
+                         "uncompressed")
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_device_flag(extract)
+    _add_precision_flag(extract)
     extract.set_defaults(run=_extract)
 
     encoders = sub.add_parser("encoders", help="list the visual and audio encoders")
@@ -504,7 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "model's own (self for the contrastive models); video: weak video-level labels; segment: "
                        "per-step labels from the segments (the label of each step's time); self: no labels")
     train.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    train.add_argument("--workers", type=int, default=None, help="data loader processes (default 0)")
+    train.add_argument("--workers", type=int, default=None,
+                       help="data loader processes (default: up to 4 on CUDA, 0 on the CPU)")
     train.add_argument("--out", default=None,
                        help="run folder (default: the --config file's, else runs/MODEL-VARIANT-seedS)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
@@ -514,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "epoch, listed with their reasons in OUT/skipped.txt (default: the first one stops the run)")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_device_flag(train, " (under torchrun: each process's own, cuda:LOCAL_RANK with NCCL, else the CPU)")
+    _add_precision_flag(train)
     train.set_defaults(run=_train)
 
     evaluate = sub.add_parser("eval", help="localisation metrics per scenario (table + JSON)",
@@ -576,6 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_argument("--sheet-frames", type=int, default=8, help="frames on the contact sheet (default 8)")
     localize.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_device_flag(localize)
+    _add_precision_flag(localize)
     localize.set_defaults(run=_localize)
 
     datasets = sub.add_parser("datasets", help="check dataset folders; convert the field's layouts to native")

@@ -92,7 +92,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     supervision: str = "auto"  # resolved by resolve_supervision when the run starts
     seed: int = 0
-    workers: int = 0
+    workers: int | None = None  # DataLoader processes; None: the device's (avloc.accelerate: up to 4 on CUDA, else 0)
 
     def __post_init__(self) -> None:
         for name, annotation in _FIELD_TYPES.items():
@@ -118,7 +118,7 @@ class TrainConfig:
             raise AvlocError(f"lr must be a finite number > 0, got {self.lr}")
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise AvlocError(f"fps must be a finite number > 0, got {self.fps}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise AvlocError(f"workers must be >= 0, got {self.workers}")
 
     def _resolve_inputs(self) -> None:

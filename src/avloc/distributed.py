@@ -4,7 +4,8 @@
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.
 :func:`process_group` joins them: NCCL when CUDA is available (process ``LOCAL_RANK`` on GPU
 ``LOCAL_RANK``), gloo on CPU. Without ``WORLD_SIZE`` nothing is set up and every helper here
-answers for a single process at no cost (no process group, no communication).
+answers for a single process at no cost (no process group, no communication); so do the
+reductions, the barrier and :func:`wrap` in a group of one (``--nproc-per-node 1``).
 
 Data are sharded by global batch (:class:`ShardedBatchSampler`): N processes with batches of
 B / N see, step for step, exactly the samples one process sees with batches of B.
@@ -28,6 +29,15 @@ from avloc.types import AvlocError
 def is_distributed() -> bool:
     """Whether this process belongs to an initialised process group."""
     return dist.is_available() and dist.is_initialized()
+
+
+def communicates() -> bool:
+    """Whether there are other processes to talk to: a process group of two or more.
+
+    ``torchrun --nproc-per-node 1`` makes a group of one; every collective there would be a
+    round trip through the backend that changes nothing, so the helpers below skip it.
+    """
+    return is_distributed() and dist.get_world_size() > 1
 
 
 def rank() -> int:
@@ -92,13 +102,13 @@ def process_group() -> Iterator[None]:
 
 def barrier() -> None:
     """Wait until every process gets here (nothing to wait for in a single process)."""
-    if is_distributed():
+    if communicates():
         dist.barrier()
 
 
 def all_reduce_sum(values: Sequence[float]) -> list[float]:
     """Element-wise sums of ``values`` over all processes, in float64 (``values`` in a single process)."""
-    if not is_distributed():
+    if not communicates():
         return [float(v) for v in values]
     summed = torch.tensor(values, dtype=torch.float64, device=device())
     dist.all_reduce(summed)
@@ -106,14 +116,15 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
 
 
 def wrap(model: nn.Module) -> nn.Module:
-    """``model`` in DistributedDataParallel when distributed, else ``model`` itself.
+    """``model`` in DistributedDataParallel when there are other processes, else ``model`` itself
+    (DDP in a group of one would all-reduce every gradient for nothing).
 
     On GPU its BatchNorm layers become SyncBatchNorm (statistics of the global batch);
     SyncBatchNorm does not run on CPU, so under gloo each process normalises its own share of
     the batch. Buffers are synced from rank 0 at the start only, not at every step:
     :func:`average_buffers` averages them before they are used (validation, checkpoints).
     """
-    if not is_distributed():
+    if not communicates():
         return model
     if device().type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -134,7 +145,7 @@ def average_buffers(model: nn.Module) -> None:
     variance misses the spread of the shares' means around each other (small for shares of one
     shuffled batch). Under SyncBatchNorm the processes hold the same values already.
     """
-    if not is_distributed():
+    if not communicates():
         return
     for buffer in unwrap(model).buffers():
         if buffer.is_floating_point():

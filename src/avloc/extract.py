@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from avloc import __version__
+from avloc.accelerate import acceleration
 from avloc.atomic import make_folder
 from avloc.audio import MelConfig, log_mel
 from avloc.data.formats.ave import ANNOTATIONS, SECONDS, SPLITS
@@ -43,7 +44,7 @@ from avloc.data.formats.ave_features import (
     record_sample,
     write_ave_folder,
 )
-from avloc.data.cache import CacheMeta, ClipFeatures, PartsStore, encode_clip
+from avloc.data.cache import DEFAULT_STORAGE, CacheMeta, ClipFeatures, PartsStore, encode_clip
 from avloc.data.usable import check_video, load_for_videos, record_skipped, usable_clips
 from avloc.io.decode import iter_steps, probe, read_audio
 from avloc.models.encoders import Encoder, create_encoder, default_weights
@@ -128,6 +129,8 @@ def extract_features(
     device: str | torch.device = "cpu",
     progress: bool = True,
     skip_broken: bool = False,
+    precision: str = "auto",
+    storage: str = DEFAULT_STORAGE,
 ) -> ExtractResult:
     """Encode every clip of the dataset at ``dataset`` (native or AVE) into the cache ``out``.
 
@@ -140,12 +143,22 @@ def extract_features(
     cannot be read stops the call, or with ``skip_broken`` the unreadable ones (every shard's,
     so that the last shard knows which clips no shard writes) are left out of ``out`` and listed
     in ``<out>.skipped.txt``.
+
+    ``storage`` (:mod:`avloc.data.cache`): ``float16`` (default; chunked, compressed, a quarter
+    of the size) or ``float32`` (exact); read back as float32 either way. Whenever ``out`` is
+    written, the clips it takes from an earlier output or parts are stored in ``storage`` too.
+
+    ``precision`` (:func:`avloc.accelerate.acceleration`): the encoders run under bf16 / fp16
+    autocast and in channels-last on CUDA by default, in float32 on the CPU; the maps leave the
+    encoders in float32 either way (then stored as ``storage`` says).
     """
     records = sorted(load_for_videos(dataset, skip_broken).records, key=lambda r: r.id)
     visual_encoder, audio_encoder, mel, meta = _prepare(visual, audio, visual_weights, audio_weights, fps, size,
                                                         audio_window, batch_size, device)
+    accel = acceleration(device, precision)
+    accel.prepare(visual_encoder, audio_encoder)
     make_folder(Path(out).parent)
-    store = PartsStore(out, meta)
+    store = PartsStore(out, replace(meta, storage=storage))
     done = store.finished_ids()
     index, count = shard
     mine = [r for r in records[index::count] if r.id not in done]
@@ -158,7 +171,8 @@ def extract_features(
         steps = iter_steps(
             record.video, fps=fps, size=size, sample_rate=mel.sample_rate, audio_window=meta.audio_window
         )
-        features = encode_clip(steps, visual_encoder, audio_encoder, mel, batch_size, device)
+        with accel.autocast():
+            features = encode_clip(steps, visual_encoder, audio_encoder, mel, batch_size, device)
         if len(features.times) == 0:
             raise AvlocError(f"{record.video}: shorter than one step at {fps} fps")
         store.write(record.id, features)
@@ -196,6 +210,7 @@ def extract_ave_features(
     device: str | torch.device = "cpu",
     progress: bool = True,
     skip_broken: bool = False,
+    precision: str = "auto",
 ) -> ExtractResult:
     """Encode every clip of ``dataset`` (native or AVE) into the AVE authors' layout in the folder ``out``.
 
@@ -209,6 +224,7 @@ def extract_ave_features(
     this call encodes records ``i, i + n, ...`` and the last shard to finish writes ``out``.
     With ``skip_broken`` every video is looked at first and those that cannot be read (or are
     shorter than 10 s) get no row; they are listed in ``<out>.skipped.txt`` beside the folder.
+    ``precision`` as for :func:`extract_features`.
     """
     if not (isinstance(frames_per_second, int) and frames_per_second >= 1):
         raise AvlocError(f"--frames-per-second must be a whole number >= 1, got {frames_per_second!r}")
@@ -228,6 +244,8 @@ def extract_ave_features(
     ids = [r.id for r in records]
     visual_encoder, audio_encoder, mel, meta = _prepare(visual, audio, visual_weights, audio_weights, 1.0, size, 1.0,
                                                         batch_size, device)
+    accel = acceleration(device, precision)
+    accel.prepare(visual_encoder, audio_encoder)
     store = PartsStore(out / f"extract-{frames_per_second}-frames-per-second", meta)
     old = _previous_ave_output(out, meta, frames_per_second)
     done = store.finished_ids() | {i for i in ids if old is not None and i in old}
@@ -235,8 +253,9 @@ def extract_ave_features(
     mine = [r for r in records[index::count] if r.id not in done]
     skipped = len(records[index::count]) - len(mine)
     for record in tqdm(mine, desc=f"extract ave {index}/{count}", unit="clip", disable=not progress):
-        features = encode_seconds(record.video, visual_encoder, audio_encoder, mel, size, frames_per_second,
-                                  batch_size, device)
+        with accel.autocast():
+            features = encode_seconds(record.video, visual_encoder, audio_encoder, mel, size, frames_per_second,
+                                      batch_size, device)
         store.write(record.id, features)
     make_folder(out)  # only now: a refused first clip leaves nothing behind
     with store.locked():

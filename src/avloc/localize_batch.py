@@ -148,6 +148,7 @@ def localize_batch(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    precision: str = "auto",
 ) -> BatchResult:
     """Localise every video of ``inputs`` into its own folder under ``out`` and write ``out/summary.csv``.
 
@@ -176,7 +177,8 @@ def localize_batch(
             folder = out / item.name
             row = _finished(item, folder, settings)
             if row is None:
-                row = _localize_one(item, folder, settings, batch_size=batch_size, device=device, progress=progress)
+                row = _localize_one(item, folder, settings, batch_size=batch_size, device=device, progress=progress,
+                                    precision=precision)
             result.rows.append(row)
     finally:
         _write_summary(result)
@@ -184,7 +186,7 @@ def localize_batch(
 
 
 def _localize_one(item: BatchItem, folder: Path, settings: dict, batch_size: int, device: str | torch.device,
-                  progress: bool) -> dict:
+                  progress: bool, precision: str = "auto") -> dict:
     """Localise one video; its summary row, ``skipped`` with the reason when it cannot be."""
     row = dict.fromkeys(SUMMARY_COLUMNS, "")
     row.update(video=str(item.video), output=item.name)
@@ -194,7 +196,7 @@ def _localize_one(item: BatchItem, folder: Path, settings: dict, batch_size: int
         result = localize_video(item.video, folder, model=settings["model"], fps=settings["fps"],
                                 start=settings["start"], end=settings["end"], stream=settings["stream"],
                                 box_mode=settings["box_mode"], sheet_frames=settings["sheet_frames"],
-                                batch_size=batch_size, device=device, progress=progress)
+                                batch_size=batch_size, device=device, progress=progress, precision=precision)
     except AvlocError as error:
         reason = str(error)
     except Exception as error:  # noqa: BLE001 - one broken video must not stop a batch of thousands

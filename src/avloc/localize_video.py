@@ -1,23 +1,28 @@
 """``avloc localize``: what is making the sound in a video, frame by frame, written for people.
 
-Two passes over the file, both streaming (memory does not grow with the video's length except
-by the low-resolution maps, about 1 kB per step, and, for a model that cannot stream, its encoded
-steps):
+One decoding pass over the file, streaming, and two kinds of work on it at once (memory does not
+grow with the video's length except by the low-resolution maps, about 1 kB per step, and, for a
+model that cannot stream, its encoded steps):
 
 1. **Model**: steps at ``fps`` (frame + the audio centred on it) are decoded, encoded in
    batches and fed to the model's memory a batch at a time (:class:`avloc.localizer.Localizer`);
    a model that cannot stream (AVE, DMRFE, AVFB, TAVLO) gets the whole clip's encoded
    steps at once (held in memory: about 130 kB per step with the default encoders at 256 px);
    each step gives a heat map and class probabilities (none without a classifier), then boxes
-   (upsampling to the video's size, min-max, the STM authors' floor, Otsu + contours,
-   :func:`avloc.map_geometry.boxes_from_map`). With
+   (the ``stm`` evaluation protocol's min-max, floor, Otsu + contours on a 128 x 128 grid,
+   scaled to the video's pixels: :func:`avloc.map_geometry.frame_boxes`, within one feature
+   cell of the protocol's 256 x 256 boxes). With
    ``stream=True`` every step is encoded alone, as it would be live, and its latency (from
    its decoded inputs to its result) is recorded.
-2. **Outputs**: every original frame is drawn (:func:`avloc.render.annotated_frame`) with the
-   heat map of the step it falls in (colour map, peak), that step's boxes with their scores,
-   the event class of its second and, when ground truth is given (``avloc demo``), the
+2. **Outputs**, on their own thread while the model works (:class:`_Overlay`): every original
+   frame, decoded in the same pass as the steps (:func:`avloc.io.decode.iter_steps`'s
+   ``frames_to``), is drawn (:func:`avloc.render.annotated_frame`) once its step's results are in,
+   with the heat map of the step it falls in (colour map, peak), that step's boxes with their
+   scores, the event class of its second and, when ground truth is given (``avloc demo``), the
    annotated boxes of the nearest annotated frame within half a step; then written with the
-   original audio.
+   original audio (decoded again, at its own rate: cheap). A model that cannot stream has its
+   maps only at the clip's end, so its overlay decodes the video a second time instead of
+   holding every frame. About one batch of original frames is held between the two.
 
 Outputs in ``out``: ``overlay.mp4``, ``boxes.json``, ``heatmaps.npz``, ``contact_sheet.png``
 (each written atomically). Box scores are the share of the map's mass inside the box (STM's
@@ -31,10 +36,12 @@ import json
 import logging
 import math
 import os
+import queue
+import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -47,7 +54,7 @@ from avloc.atomic import atomic_path
 from avloc.trained import load_trained
 from avloc.io.decode import frame_times, iter_audio, iter_frames, iter_steps, probe
 from avloc.io.write import VideoWriter
-from avloc.map_geometry import OTSU_FLOOR, boxes_from_map, mass_shares, normalize, upsample
+from avloc.map_geometry import frame_boxes
 from avloc.localizer import Localizer
 from avloc.render import annotated_frame, contact_sheet, heat_layer, write_png
 from avloc.types import AvlocError, VideoInfo
@@ -55,7 +62,8 @@ from avloc.types import AvlocError, VideoInfo
 log = logging.getLogger(__name__)
 
 STAGES = ("decoding", "audio front end", "visual encoder", "audio encoder", "memory + localisation",
-          "writing outputs")
+          "handing over to the overlay", "writing outputs")  # the calling thread's, one after another
+OVERLAY_STAGE = "overlay (its own thread)"  # drawing + encoding the overlay, while the stages above run
 
 
 @dataclass
@@ -110,6 +118,7 @@ def localize_video(
     device: str = "cpu",
     progress: bool = True,
     ground_truth: Sequence[tuple[float, np.ndarray]] | None = None,
+    precision: str = "auto",
 ) -> Localization:
     """Localise the sounding objects of ``video`` and write the four outputs to ``out``.
 
@@ -124,6 +133,8 @@ def localize_video(
         ground_truth: annotated frames as ``(time in seconds, (N, 4) xyxy boxes in video
             pixels)``, drawn dashed on the overlay and the contact sheet; a video frame shows
             the nearest annotation within half a step (``0.5 / fps``), none farther away.
+        precision: autocast of the encoders and the model (:class:`avloc.localizer.Localizer`):
+            ``auto`` is bf16 / fp16 on CUDA, float32 on the CPU.
 
     Raises:
         AvlocError: unreadable video, no audio stream, bad range, or a bad model checkpoint.
@@ -137,20 +148,27 @@ def localize_video(
     truth = None if ground_truth is None else _annotations(ground_truth)
     trained = load_trained(model, device)
     # A model that streams runs chunk by chunk with its bounded memory; one that cannot runs offline.
-    localizer = Localizer(trained, device, stream=stream or trained.head.stream_refusal() is None)
+    localizer = Localizer(trained, device, stream=stream or trained.head.stream_refusal() is None, precision=precision)
     fps = localizer.fps if fps is None else fps
+    # One decoding pass: a streaming model's steps and every original frame for the overlay (the
+    # overlay of a frame waits for its step's map); a model that cannot stream has no map before
+    # the clip's end, so its overlay decodes the file again rather than hold every frame.
+    decoded: list[tuple[float, object]] = []  # (time, av.VideoFrame) not yet sent to the overlay
     steps = iter_steps(video, fps=fps, size=localizer.frame_size, sample_rate=localizer.mel.sample_rate,
-                       start=start, end=end)  # checks fps and the range now, before the first step
-    total = len(frame_times(start or 0.0, info.duration if end is None else end, fps))
+                       start=start, end=end,  # checks fps and the range now, before the first step
+                       frames_to=(lambda moment, frame: decoded.append((moment, frame))) if localizer.streams else None)
+    planned = frame_times(start or 0.0, info.duration if end is None else end, fps)  # (T,) the steps' times
+    total = len(planned)
     if not total:
         raise AvlocError(f"{video}: no steps at {fps:g} per second in the selected range")
     if fps != localizer.fps:
         log.warning("the model was trained at %g steps per second; running it at %g changes what its memory sees",
                     localizer.fps, fps)
     timer = StageTimer()
-    times, heatmaps, probabilities, latencies, held = [], [], [], [], []
+    times, heatmaps, probabilities, boxes, scores, latencies, held = [], [], [], [], [], [], []
     chunk = 1 if stream else batch_size
-    with tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
+    overlay = _Overlay(out, info, fps, planned, list(localizer.classes), start, end, sheet_frames, truth)
+    with overlay, tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
         while True:
             with timer("decoding"):
                 batch = list(islice(steps, chunk))
@@ -169,32 +187,47 @@ def localize_video(
             with timer("memory + localisation"):
                 if localizer.streams:
                     chunk_maps, chunk_probabilities = localizer.advance(visual, audio)
-                    heatmaps.append(chunk_maps.numpy())
-                    probabilities.append(chunk_probabilities.numpy())
+                    chunk_boxes, chunk_scores = frame_boxes(chunk_maps, (info.height, info.width), box_mode)
+                    for part, value in zip((heatmaps, probabilities, boxes, scores),
+                                           (chunk_maps.numpy(), chunk_probabilities.numpy(), chunk_boxes, chunk_scores)):
+                        part.append(value)
                 else:
                     held.append((visual, audio))
             if stream:
                 latencies.append(time.perf_counter() - ready)
+            if localizer.streams:
+                with timer("handing over to the overlay"):
+                    overlay.send_steps(heatmaps[-1], probabilities[-1], chunk_boxes, chunk_scores)
+                    overlay.send_frames(decoded)
+                    decoded = []
             times.extend(step.time for step in batch)
             bar.update(len(batch))
-    if held:
-        with timer("memory + localisation"):
-            visual, audio = (torch.cat(parts) for parts in zip(*held))  # the clip's (N, Cv, h, w), (N, Ca, m, n)
-            clip_maps, clip_probabilities = localizer.whole(visual, audio)
-            heatmaps.append(clip_maps.numpy())
-            probabilities.append(clip_probabilities.numpy())
-    result = Localization(
-        out=out, fps=fps, times=np.asarray(times), heatmaps=np.concatenate(heatmaps),
-        probabilities=np.concatenate(probabilities),
-        classes=list(localizer.classes), boxes=[], scores=[], frames_written=0,
-        latencies=np.asarray(latencies) if stream else None, timer=timer,
-    )
-    with timer("memory + localisation"):
-        result.boxes, result.scores = _boxes(torch.from_numpy(result.heatmaps), (info.height, info.width), box_mode)
-    with timer("writing outputs"):
-        _write_json(result, video, str(model), fps)
-        _write_npz(result)
-    _write_visuals(result, info, fps, start, end, sheet_frames, timer, progress, truth)
+        with timer("handing over to the overlay"):
+            overlay.send_frames(decoded)  # the frames after the last step's time
+        if held:
+            with timer("memory + localisation"):
+                visual, audio = (torch.cat(parts) for parts in zip(*held))  # the clip's (N, Cv, h, w), (N, Ca, m, n)
+                clip_maps, clip_probabilities = localizer.whole(visual, audio)
+                clip_boxes, clip_scores = frame_boxes(clip_maps, (info.height, info.width), box_mode)
+                heatmaps.append(clip_maps.numpy())
+                probabilities.append(clip_probabilities.numpy())
+                boxes.append(clip_boxes)
+                scores.append(clip_scores)
+            overlay.send_steps(heatmaps[-1], probabilities[-1], clip_boxes, clip_scores)
+            overlay.decode_frames()
+        result = Localization(
+            out=out, fps=fps, times=np.asarray(times), heatmaps=np.concatenate(heatmaps),
+            probabilities=np.concatenate(probabilities), classes=list(localizer.classes),
+            boxes=[b for part in boxes for b in part], scores=[s for part in scores for s in part], frames_written=0,
+            latencies=np.asarray(latencies) if stream else None, timer=timer,
+        )
+        with timer("writing outputs"):
+            _write_json(result, video, str(model), fps)
+            _write_npz(result)
+            overlay.finish()  # waits for the overlay thread's last frames
+            write_png(out / "contact_sheet.png", contact_sheet(overlay.tiles()))
+    result.frames_written = overlay.frames_written
+    timer.seconds[OVERLAY_STAGE] += overlay.busy
     return result
 
 
@@ -220,18 +253,6 @@ def _nearest_truth(truth: tuple[np.ndarray, list[np.ndarray]], moment: float, wi
     if not near:
         return np.zeros((0, 4))
     return boxes[min(near, key=lambda i: abs(times[i] - moment))]
-
-
-def _boxes(heatmaps: torch.Tensor, size: tuple[int, int], mode: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Boxes (video pixels) of every map ``(T, h, w)``, and the share of its map's mass inside each."""
-    full = upsample(heatmaps, size)  # (T, h, w) -> (T, H, W): boxes come out in video pixels
-    levels = normalize(full)
-    all_boxes, all_scores = [], []
-    for level, step_map in zip(levels, full):
-        boxes = boxes_from_map(level, mode=mode, min_value=OTSU_FLOOR).numpy()  # (N, 4), as eval's stm protocol
-        all_boxes.append(boxes)
-        all_scores.append(mass_shares(step_map, boxes))
-    return all_boxes, all_scores
 
 
 def _second_classes(result: Localization) -> dict[int, tuple[str, float]]:
@@ -280,61 +301,172 @@ def _write_npz(result: Localization) -> None:
                             probabilities=result.probabilities.astype(np.float32), classes=np.array(result.classes))
 
 
-def _write_visuals(result: Localization, info: VideoInfo, fps: float, start: float | None, end: float | None,
-                   sheet_frames: int, timer: StageTimer, progress: bool,
-                   truth: tuple[np.ndarray, list[np.ndarray]] | None) -> None:
-    """The overlay video (every original frame, original audio) and the contact sheet."""
-    video = info.path
-    first = result.times[0] - 0.5 / fps  # the processed range's start
-    per_second = _second_classes(result)
-    chosen = set(np.linspace(0, len(result.times) - 1, min(sheet_frames, len(result.times))).round().astype(int))
-    tiles: dict[int, np.ndarray] = {}
-    width, height = info.width - info.width % 2, info.height - info.height % 2  # H.264 needs even sizes
-    rate, channels, audio = iter_audio(video, start, end)
-    audio_until = 0  # samples written
-    frames = iter_frames(video, start, end)
-    layer, layer_of = None, None
-    with VideoWriter(result.out / "overlay.mp4", info.frame_rate or fps, width, height, rate, channels) as writer:
-        with tqdm(desc="overlay", unit="frame", disable=not progress) as bar:
+class _Overlay:
+    """The overlay video, drawn and encoded on its own thread while the model works.
+
+    The calling thread sends the steps' results in order (:meth:`send_steps`) and the decoded
+    original frames (:meth:`send_frames`; or :meth:`decode_frames`: this thread decodes them
+    again, for a model that gives its maps only at the clip's end). A frame is drawn once its
+    step and every step of its second are known (the caption shows the second's class); the
+    original audio is decoded here and written alongside. PyAV's encoder, OpenCV and NumPy's
+    large operations release the GIL, so this runs beside the encoders. At most ``QUEUE``
+    messages wait (one batch of frames each): memory stays bounded. Use as a context manager:
+    an error on either side stops both and leaves no ``overlay.mp4``.
+    """
+
+    QUEUE = 2
+
+    def __init__(self, out: Path, info: VideoInfo, fps: float, times: np.ndarray, classes: list[str],
+                 start: float | None, end: float | None, sheet_frames: int,
+                 truth: tuple[np.ndarray, list[np.ndarray]] | None) -> None:
+        self.out, self.info, self.fps, self.times, self.classes = out, info, fps, times, classes
+        self.start, self.end, self.truth = start, end, truth
+        self.first = times[0] - 0.5 / fps  # the processed range's start
+        self.seconds = np.floor(times + 1e-9).astype(int)  # (T,) the second of each step
+        self.chosen = set(np.linspace(0, len(times) - 1, min(sheet_frames, len(times))).round().astype(int))
+        self.maps: list[np.ndarray] = []  # per known step: (h, w) map, (K,) probabilities, boxes, scores
+        self.probabilities: list[np.ndarray] = []
+        self.boxes: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+        self.pending: deque = deque()  # (time, frame) decoded, not yet drawn
+        self.captions: dict[int, str] = {}  # second -> "class NN%" ("" without a classifier)
+        self.sheet: dict[int, np.ndarray] = {}
+        self.frames_written = 0
+        self.busy = 0.0  # seconds this thread worked
+        self.queue: queue.Queue = queue.Queue(maxsize=self.QUEUE)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="avloc-overlay", daemon=True)
+
+    def __enter__(self) -> _Overlay:
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if self.thread.is_alive():
+            self._put(("abort", None) if kind is not None else None, check=False)
+            self.thread.join()
+
+    def send_steps(self, maps: np.ndarray, probabilities: np.ndarray, boxes: list[np.ndarray],
+                   scores: list[np.ndarray]) -> None:
+        """The next steps' maps ``(n, h, w)``, probabilities ``(n, K)``, boxes and scores (video pixels)."""
+        self._put(("steps", (maps, probabilities, boxes, scores)))
+
+    def send_frames(self, frames: list[tuple[float, object]]) -> None:
+        """Decoded original frames ``(time, av.VideoFrame or (H, W, 3) uint8)``, in order."""
+        if frames:
+            self._put(("frames", frames))
+
+    def decode_frames(self) -> None:
+        """Decode the range's frames here (every step must have been sent)."""
+        self._put(("decode", None))
+
+    def finish(self) -> None:
+        """Draw what is left, close the video and wait; raises the thread's error, if any."""
+        self._put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def tiles(self) -> list[np.ndarray]:
+        """The contact sheet's frames, in step order: at each chosen step, the frame the model saw."""
+        return [self.sheet[k] for k in sorted(self.sheet)]
+
+    def _put(self, item, check: bool = True) -> None:
+        while True:
+            if check and self.error is not None:
+                raise self.error
+            if not self.thread.is_alive():
+                return
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            self._write()
+        except BaseException as error:  # noqa: BLE001 - handed to the calling thread
+            self.error = error
+            with suppress(queue.Empty):  # unblock a sender waiting on a full queue
+                while True:
+                    self.queue.get_nowait()
+
+    def _write(self) -> None:
+        info = self.info
+        width, height = info.width - info.width % 2, info.height - info.height % 2  # H.264 needs even sizes
+        rate, channels, audio = iter_audio(info.path, self.start, self.end)
+        self.audio, self.audio_until, self.rate = audio, 0, rate  # samples written
+        self.size = (height, width)
+        self.layer, self.layer_of = None, None
+        with VideoWriter(self.out / "overlay.mp4", info.frame_rate or self.fps, width, height, rate,
+                         channels) as writer:
             while True:
-                with timer("decoding"):
-                    item = next(frames, None)
+                item = self.queue.get()
+                started = time.perf_counter()
                 if item is None:
                     break
-                frame_time, frame = item
-                with timer("writing outputs"):
-                    k = int(np.clip(np.floor((frame_time - first) * fps + 1e-6), 0, len(result.times) - 1))
-                    second = int(np.floor(result.times[k] + 1e-9))
-                    caption = f"{frame_time:.2f} s"
-                    if second in per_second:
-                        name, probability = per_second[second]
-                        caption += f"  {name} {100 * probability:.0f}%"
-                    if layer_of != k:  # the colour layer changes once per step, not per frame
-                        layer, layer_of = heat_layer(torch.from_numpy(result.heatmaps[k]), (height, width)), k
-                    shown = None if truth is None else _nearest_truth(truth, frame_time, 0.5 / fps)
-                    image = annotated_frame(frame[:height, :width], layer, result.boxes[k], result.scores[k], caption,
-                                            ground_truth=shown)
-                    writer.write_frame(image)
-                    if k in chosen and (k not in tiles or frame_time <= result.times[k] + 1e-6):
-                        tiles[k] = image  # the frame the model saw at step k
-                    result.frames_written += 1
-                with timer("decoding"):
-                    wanted = round((frame_time - first + 1.0 / (info.frame_rate or fps)) * rate)
-                    blocks = []
-                    while audio_until < wanted:
-                        block = next(audio, None)
-                        if block is None:
-                            break
-                        blocks.append(block)
-                        audio_until += block.shape[1]
-                with timer("writing outputs"):
-                    for block in blocks:
-                        writer.write_audio(block)
-                bar.update()
-        with timer("decoding"):
-            rest = list(audio)
-        with timer("writing outputs"):
-            for block in rest:
+                kind, payload = item
+                if kind == "abort":
+                    raise AvlocError("stopped: the localisation failed")
+                if kind == "steps":
+                    for part, values in zip((self.maps, self.probabilities, self.boxes, self.scores), payload):
+                        part.extend(values)
+                elif kind == "frames":
+                    self.pending.extend(payload)
+                else:  # "decode": every step is known, so each frame is drawn as it comes
+                    for item in iter_frames(info.path, self.start, self.end):
+                        self.pending.append(item)
+                        self._draw(writer, final=True)
+                self._draw(writer, final=False)
+                self.busy += time.perf_counter() - started
+            started = time.perf_counter()
+            self._draw(writer, final=True)
+            for block in self.audio:
                 writer.write_audio(block)
-    with timer("writing outputs"):
-        write_png(result.out / "contact_sheet.png", contact_sheet([tiles[k] for k in sorted(tiles)]))
+        self.busy += time.perf_counter() - started
+
+    def _step_of(self, frame_time: float) -> int:
+        return int(np.clip(np.floor((frame_time - self.first) * self.fps + 1e-6), 0, len(self.times) - 1))
+
+    def _ready(self, k: int) -> bool:
+        """Whether step ``k`` and every step of its second are known."""
+        known = len(self.maps)
+        return k < known and (known == len(self.times) or self.seconds[known] > self.seconds[k])
+
+    def _caption(self, second: int) -> str:
+        if second not in self.captions:
+            self.captions[second] = ""
+            if self.probabilities[0].size:  # the argmax of the second's mean class probabilities
+                mean = np.stack([p for p, s in zip(self.probabilities, self.seconds) if s == second]).mean(axis=0)
+                self.captions[second] = f"  {self.classes[int(mean.argmax())]} {100 * float(mean.max()):.0f}%"
+        return self.captions[second]
+
+    def _draw(self, writer: VideoWriter, final: bool) -> None:
+        """Draw and write the pending frames whose steps are ready (all of them when ``final``)."""
+        height, width = self.size
+        while self.pending:
+            frame_time, frame = self.pending[0]
+            k = self._step_of(frame_time)
+            if not (final or self._ready(k)):
+                return
+            self.pending.popleft()
+            if not isinstance(frame, np.ndarray):
+                frame = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8, as iter_frames gives it
+            caption = f"{frame_time:.2f} s" + self._caption(int(self.seconds[k]))
+            if self.layer_of != k:  # the colour layer changes once per step, not per frame
+                self.layer, self.layer_of = heat_layer(torch.from_numpy(self.maps[k]), (height, width)), k
+            shown = None if self.truth is None else _nearest_truth(self.truth, frame_time, 0.5 / self.fps)
+            image = annotated_frame(frame[:height, :width], self.layer, self.boxes[k], self.scores[k], caption,
+                                    ground_truth=shown)
+            writer.write_frame(image)
+            if k in self.chosen and (k not in self.sheet or frame_time <= self.times[k] + 1e-6):
+                self.sheet[k] = image  # the frame the model saw at step k
+            self.frames_written += 1
+            wanted = round((frame_time - self.first + 1.0 / (self.info.frame_rate or self.fps)) * self.rate)
+            while self.audio_until < wanted:
+                block = next(self.audio, None)
+                if block is None:
+                    break
+                writer.write_audio(block)
+                self.audio_until += block.shape[1]

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from avloc.accelerate import acceleration
 from avloc.audio import log_mel
 from avloc.io.decode import resize_image
 from avloc.trained import TrainedModel
@@ -57,6 +58,9 @@ class Localizer:
         device: where the encoders and the model run.
         stream: keep a stream's state for :meth:`step` / :meth:`advance`; False: only
             :meth:`whole` (every registered model).
+        precision: ``auto`` (bf16 / fp16 autocast and channels-last encoders on CUDA, float32
+            on the CPU), ``fp32``, ``bf16`` or ``fp16`` (:func:`avloc.accelerate.acceleration`);
+            features, heat maps and probabilities come back in float32 whatever it is.
 
     Attributes:
         classes: class names in the order of ``probabilities`` (background last).
@@ -65,7 +69,8 @@ class Localizer:
         segment_length: audio samples per step (``1 / fps`` seconds at ``mel.sample_rate``).
     """
 
-    def __init__(self, trained: TrainedModel, device: str | torch.device = "cpu", *, stream: bool = True) -> None:
+    def __init__(self, trained: TrainedModel, device: str | torch.device = "cpu", *, stream: bool = True,
+                 precision: str = "auto") -> None:
         head = trained.head
         refusal = head.stream_refusal()
         if stream and refusal is not None:
@@ -75,6 +80,8 @@ class Localizer:
         self.trained = trained
         self.head = head.to(self.device).eval()
         self.visual_encoder, self.audio_encoder, self.mel = trained.encoders(self.device)
+        self.accel = acceleration(self.device, precision)
+        self.accel.prepare(self.visual_encoder, self.audio_encoder)
         self.fps = trained.config.fps
         self.frame_size = trained.config.size
         self.segment_length = round(self.mel.sample_rate / self.fps)  # audio samples per step: 1/fps s
@@ -88,7 +95,8 @@ class Localizer:
     @torch.no_grad()
     def encode_visual(self, frames: torch.Tensor) -> torch.Tensor:
         """``frames (N, 3, H, W)`` in [0, 1] at ``frame_size`` -> ``(N, Cv, h, w)``."""
-        return self.visual_encoder(frames.to(self.device))
+        with self.accel.autocast():
+            return self.visual_encoder(frames.to(self.device)).float()
 
     @torch.no_grad()
     def front_end(self, segments: torch.Tensor) -> torch.Tensor:
@@ -98,7 +106,8 @@ class Localizer:
     @torch.no_grad()
     def encode_audio(self, logmel: torch.Tensor) -> torch.Tensor:
         """Log-mel ``(N, 1, M, F)`` -> ``(N, Ca, m, n)``."""
-        return self.audio_encoder(logmel)
+        with self.accel.autocast():
+            return self.audio_encoder(logmel).float()
 
     def encode(self, frames: torch.Tensor, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Both encoders on a batch of steps -> ``visual (N, Cv, h, w)``, ``audio (N, Ca, m, n)``."""
@@ -111,7 +120,8 @@ class Localizer:
         N calls of :meth:`step` (one masked attention instead of N)."""
         if not self.streams:
             raise AvlocError("this Localizer was made with stream=False: pass the whole clip to whole()")
-        output, self.state = self.head.stream(visual[None], audio[None], self.state)  # one stream of N steps
+        with self.accel.autocast():
+            output, self.state = self.head.stream(visual[None], audio[None], self.state)  # one stream of N steps
         return _read(output)
 
     @torch.no_grad()
@@ -119,7 +129,8 @@ class Localizer:
         """Every step of one clip at once, encoded ``(N, Cv, h, w)``, ``(N, Ca, m, n)``: heat maps
         ``(N, h, w)`` and class probabilities ``(N, K)`` (``(N, 0)`` without a classifier), as the
         model's ``forward`` gives them; the stream's state is left as it was."""
-        return _read(self.head(visual=visual[None].to(self.device), audio=audio[None].to(self.device)))
+        with self.accel.autocast():
+            return _read(self.head(visual=visual[None].to(self.device), audio=audio[None].to(self.device)))
 
     def step(self, visual: torch.Tensor, audio: torch.Tensor) -> StepResult:
         """Advance the memory by one step of encoded features ``(Cv, h, w)``, ``(Ca, m, n)``."""
@@ -218,7 +229,7 @@ _PCM_HINT = " (integer PCM: scale it to [-1, 1] first, e.g. samples / 32768 for 
 def _read(output: AVOutput) -> tuple[torch.Tensor, torch.Tensor]:
     """Heat maps ``(N, h, w)`` and class probabilities ``(N, K)`` of a one-clip output
     (``(N, 0)`` for a model without a classifier)."""
-    heatmaps = output.heatmap[0].cpu()  # (1, N, h, w) -> (N, h, w)
+    heatmaps = output.heatmap[0].float().cpu()  # (1, N, h, w) -> (N, h, w); float32 after autocast too
     if output.logits is None:
         return heatmaps, torch.zeros(heatmaps.shape[0], 0)
-    return heatmaps, output.logits[0].softmax(-1).cpu()  # (1, N, K) -> (N, K)
+    return heatmaps, output.logits[0].float().softmax(-1).cpu()  # (1, N, K) -> (N, K)

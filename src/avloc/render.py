@@ -33,7 +33,8 @@ import torch
 from matplotlib import colormaps
 
 from avloc.atomic import atomic_path
-from avloc.map_geometry import is_flat, normalize, upsample
+from avloc.map_geometry import FLAT_TOLERANCE, upsample
+from avloc.types import AvlocError
 
 Colour = tuple[int, int, int]  # RGB
 
@@ -54,6 +55,8 @@ class HeatLayer:
     colours: np.ndarray | None  # (H, W, 3) float32 RGB
     weight: np.ndarray | None  # (H, W, 1) float32 blend weights in [0, OPACITY]
     peak: tuple[int, int] | None  # (x, y) pixel of the map's maximum
+    keep: np.ndarray | None = None  # (H, W, 1) float32 1 - weight: what heat_overlay keeps of a frame
+    tint: np.ndarray | None = None  # (H, W, 3) float32 colours * weight: what it adds
 
 
 @lru_cache(maxsize=4)
@@ -66,26 +69,38 @@ def heat_layer(heatmap: torch.Tensor | np.ndarray, size: tuple[int, int], opacit
                colour_map: str = COLOUR_MAP) -> HeatLayer:
     """A heat map ``(h, w)`` as a colour layer for frames of ``size`` (H, W).
 
-    The map is upsampled to ``size`` and min-max normalised; its colours come from
-    ``colour_map`` (a matplotlib name) and its blend weight is ``opacity * level``.
+    The map is upsampled to ``size`` and min-max normalised (:func:`avloc.map_geometry.is_flat`
+    and :func:`avloc.map_geometry.normalize`, computed the same way in NumPy: once the map is
+    frame-sized, torch's small operations wait on its thread pool, slowly when other work holds
+    the cores, e.g. ``avloc localize``'s encoders beside its overlay thread); its colours come
+    from ``colour_map`` (a matplotlib name) and its blend weight is ``opacity * level``.
     """
     full = upsample(torch.as_tensor(heatmap), size)  # (h, w) -> (H, W)
     if full.ndim != 2:
         raise ValueError(f"heat_layer: expected one (h, w) map, got shape {tuple(heatmap.shape)}")
-    if bool(is_flat(full)):
+    full = full.numpy()  # (H, W) float32
+    if not np.isfinite(full).all():
+        raise AvlocError("heatmap: contains NaN or inf")
+    low, high = full.min(), full.max()
+    if float(high) - float(low) <= FLAT_TOLERANCE * max(abs(float(high)), abs(float(low))):  # is_flat
         return HeatLayer(None, None, None)
-    level = normalize(full).numpy()  # (H, W) in [0, 1]
+    level = (full - low) / (high - low)  # (H, W) in [0, 1], float32 as normalize() gives it
     colours = _colour_table(colour_map)[np.rint(level * 255).astype(np.uint8)]  # (H, W) -> (H, W, 3)
     row, column = np.unravel_index(int(level.argmax()), level.shape)
-    return HeatLayer(colours, (opacity * level)[..., None].astype(np.float32), (int(column), int(row)))
+    weight = (opacity * level)[..., None].astype(np.float32)  # (H, W, 1)
+    return HeatLayer(colours, weight, (int(column), int(row)), keep=1 - weight, tint=colours * weight)
 
 
 def heat_overlay(frame: np.ndarray, layer: HeatLayer) -> np.ndarray:
     """``frame`` with a :func:`heat_layer` blended over it (a new array)."""
     if layer.colours is None:
         return frame.copy()
-    blended = frame * (1 - layer.weight) + layer.colours * layer.weight  # (H, W, 3) float32
-    return np.rint(blended).astype(np.uint8)
+    keep = 1 - layer.weight if layer.keep is None else layer.keep
+    tint = layer.colours * layer.weight if layer.tint is None else layer.tint
+    blended = frame.astype(np.float32)  # (H, W, 3); then in place: frame * (1 - weight) + colours * weight
+    blended *= keep
+    blended += tint
+    return np.rint(blended, out=blended).astype(np.uint8)
 
 
 def line_width(image: np.ndarray) -> int:

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from avloc import __version__, distributed
+from avloc.accelerate import Acceleration, acceleration
 from avloc.atomic import atomic_path
 from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.config import CONFIG_NAME, TrainConfig, build_model, write_config_file
@@ -131,13 +132,18 @@ def _inputs(batch: dict) -> dict:
 
 
 def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    # non_blocking: an asynchronous copy from a pinned batch (Acceleration.pin_memory), a plain one otherwise
+    return {k: v.to(device, non_blocking=v.is_pinned()) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     supervision: str, device: torch.device, progress: bool = True,
-                    description: str = "train") -> tuple[float, int]:
+                    description: str = "train", accel: Acceleration | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> tuple[float, int]:
     """One pass over ``loader``; returns the mean loss and the number of optimiser steps.
+
+    ``accel``: the forward pass and the loss run under its autocast (default: float32);
+    ``scaler``: fp16's gradient scaler (default: none, the plain step).
 
     Under DDP ``model`` is the wrapped model and ``loader`` yields this process's share of each
     global batch: its loss is weighted by the share, so that the averaged gradient and the
@@ -146,18 +152,22 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     """
     model.train()
     core, world = distributed.unwrap(model), distributed.world_size()
+    accel = accel or Acceleration(device)
+    scaler = scaler or torch.amp.GradScaler(device.type, enabled=False)
     total, count = 0.0, 0
     # Bars only on a terminal: in a log file their carriage returns are noise (fit prints a line per epoch).
     for batch in tqdm(loader, desc=description, unit="batch", leave=False, disable=not (progress and sys.stderr.isatty())):
         batch = _to(batch, device)
         local = len(batch["label"])
         share = local / distributed.all_reduce_sum([local])[0]  # this process's fraction of the global batch
-        loss = core.loss(model(**_inputs(batch)), batch, supervision)
+        with accel.autocast():
+            loss = core.loss(model(**_inputs(batch)), batch, supervision).float()
         if not torch.isfinite(loss):
             raise AvlocError(f"the training loss became {loss.item()} (try a lower --lr)")
         optimizer.zero_grad(set_to_none=True)
-        (loss * (share * world)).backward()  # DDP divides the summed gradients by world
-        optimizer.step()
+        scaler.scale(loss * (share * world)).backward()  # DDP divides the summed gradients by world
+        scaler.step(optimizer)  # fp16: skipped when a gradient overflowed, and the scale lowered
+        scaler.update()
         total, count = total + loss.item() * share, count + 1
     return distributed.all_reduce_sum([total])[0] / max(count, 1), count
 
@@ -168,7 +178,7 @@ RECALIBRATION_BATCHES = 50  # batches of training windows the BatchNorm statisti
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device,
-                          max_batches: int | None = RECALIBRATION_BATCHES) -> int:
+                          max_batches: int | None = RECALIBRATION_BATCHES, accel: Acceleration | None = None) -> int:
     """Set the running statistics of the model's trained BatchNorm layers to their exact average
     over ``loader``'s first ``max_batches`` batches (all when None), under the current weights
     ("precise BN"); returns the batches read. The cap bounds the extra pass (a second decode of
@@ -192,7 +202,8 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.de
         layer.momentum = None  # cumulative average: every batch weighs the same, the start not at all
     batches = 0
     for batch in islice(loader, max_batches):
-        model(**_inputs(_to(batch, device)))
+        with (accel or Acceleration(device)).autocast():  # the statistics of the inputs training gives them
+            model(**_inputs(_to(batch, device)))
         batches += 1
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
@@ -200,7 +211,8 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.de
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader: DataLoader, supervision: str, device: torch.device) -> dict:
+def validate(model: nn.Module, loader: DataLoader, supervision: str, device: torch.device,
+             accel: Acceleration | None = None) -> dict:
     """Mean loss (over batches) and accuracy over whole validation clips: per step under
     ``supervision="segment"`` (what it trains), else per video.
 
@@ -211,8 +223,10 @@ def validate(model: nn.Module, loader: DataLoader, supervision: str, device: tor
     loss_sum, batches, correct, total = 0.0, 0, 0, 0
     for batch in loader:
         batch = _to(batch, device)
-        output = model(**_inputs(batch))
-        loss_sum, batches = loss_sum + model.loss(output, batch, supervision).item(), batches + 1
+        with (accel or Acceleration(device)).autocast():
+            output = model(**_inputs(batch))
+            loss = model.loss(output, batch, supervision).float()
+        loss_sum, batches = loss_sum + loss.item(), batches + 1
         if supervision == "segment" and output.logits is not None:
             correct += int((output.logits.argmax(-1) == batch["step_labels"]).sum())  # (B, T) per step
             total += batch["step_labels"].numel()
@@ -224,7 +238,7 @@ def validate(model: nn.Module, loader: DataLoader, supervision: str, device: tor
 
 
 def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
-        device: str | torch.device | None = None, skip_broken: bool = False) -> Path:
+        device: str | torch.device | None = None, skip_broken: bool = False, precision: str = "auto") -> Path:
     """Train ``config``; returns the path of the best checkpoint.
 
     ``skip_broken``: clips whose video cannot be read (or, from a cache, that it has no
@@ -234,6 +248,11 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
     Under ``torchrun`` (``WORLD_SIZE`` set) every process calls this; they join one process
     group for the run (see the module docstring). ``device`` defaults to the process's device
     (``cuda:LOCAL_RANK`` under NCCL, else the CPU).
+
+    ``precision`` (:func:`avloc.accelerate.acceleration`): ``auto`` trains in bf16 (fp16 with a
+    gradient scaler on GPUs without bf16) on CUDA, with channels-last encoders, pinned batches
+    and ``config.workers`` (None: up to 4 on CUDA, else 0) loader processes; on the CPU it is
+    float32, as before. The checkpoints hold float32 weights whatever the precision.
     """
     with distributed.process_group():
         world = distributed.world_size()
@@ -241,7 +260,7 @@ def fit(config: TrainConfig, resume: bool = False, progress: bool = True,
             raise AvlocError(f"--batch-size {config.batch_size} is the global batch and must divide by the "
                              f"{world} processes")
         device = torch.device(device) if device is not None else distributed.device()
-        return _fit(config, resume, progress and distributed.is_main(), device, skip_broken)
+        return _fit(config, resume, progress and distributed.is_main(), device, skip_broken, precision)
 
 
 def resolve_supervision(requested: str, supported: Sequence[str], records: Sequence[ClipRecord]) -> str:
@@ -282,7 +301,9 @@ def resolve_weights(config: TrainConfig) -> TrainConfig:
                    audio_weights=config.audio_weights or found["audio"])
 
 
-def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device, skip_broken: bool = False) -> Path:
+def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device, skip_broken: bool = False,
+         precision: str = "auto") -> Path:
+    accel = acceleration(device, precision, workers=config.workers)
     out = Path(config.out)
     if config.features is None:
         dataset = load_for_videos(config.dataset, skip_broken)
@@ -299,20 +320,23 @@ def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device
     if config.supervision not in supported:
         raise AvlocError(f"model {config.model!r} trains with --supervision {' or '.join(supported)}, "
                          f"not {config.supervision!r}")
+    accel.prepare(getattr(core, "visual_encoder", None), getattr(core, "audio_encoder", None))  # from the videos
     model = distributed.wrap(core)
     trainable = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scaler = accel.grad_scaler()
     start_epoch, step, best = 0, 0, math.inf
     if resume:  # every process loads last.pt
-        start_epoch, step, best = _resume(out / "last.pt", config, classes, core, optimizer)
+        start_epoch, step, best = _resume(out / "last.pt", config, classes, core, optimizer, scaler)
     elif (out / "last.pt").exists():
         raise AvlocError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     generator = torch.Generator()
     contrastive = config.supervision == "self"  # in-batch negatives: no batch of one clip
     sampler = distributed.ShardedBatchSampler(len(train_set), config.batch_size, generator, drop_last=contrastive)
-    train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers, generator=generator)
+    loading = dict(num_workers=accel.workers, pin_memory=accel.pin_memory)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, generator=generator, **loading)
     val_batches = distributed.sequential_shard(len(val_set), config.batch_size if contrastive else 1)
-    val_loader = DataLoader(val_set, batch_sampler=val_batches, num_workers=config.workers)
+    val_loader = DataLoader(val_set, batch_sampler=val_batches, **loading)
     writes = distributed.is_main()  # rank 0 alone writes files
     if writes:
         write_config_file(config, out / CONFIG_NAME)
@@ -329,11 +353,12 @@ def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device
         generator.manual_seed(epoch_seed)
         train_set.window_seed = epoch_seed
         train_loss, steps = train_one_epoch(model, train_loader, optimizer, config.supervision, device,
-                                            progress, description=f"epoch {epoch + 1}/{config.epochs}")
+                                            progress, description=f"epoch {epoch + 1}/{config.epochs}",
+                                            accel=accel, scaler=scaler)
         step += steps
-        recalibrate_batchnorm(core, train_loader, device)  # each process its shares; averaged next
+        recalibrate_batchnorm(core, train_loader, device, accel=accel)  # each process its shares; averaged next
         distributed.average_buffers(core)
-        val = validate(core, val_loader, config.supervision, device)
+        val = validate(core, val_loader, config.supervision, device, accel=accel)
         history.append({"epoch": epoch + 1, "step": step, "train_loss": train_loss, "val_loss": val["loss"],
                         "val_accuracy": val["accuracy"], "seconds": time.perf_counter() - started})
         if writes and progress:
@@ -343,6 +368,8 @@ def _fit(config: TrainConfig, resume: bool, progress: bool, device: torch.device
                      "model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                      "step": step, "best": min(best, val["loss"]), "rng": torch.get_rng_state(),
                      "features_meta": features_meta}
+            if scaler.is_enabled():  # fp16: --resume goes on with the scale it had reached
+                state["grad_scaler"] = scaler.state_dict()
             if val["loss"] < best:
                 save_checkpoint(out / "best.pt", state)
             _write_log(out, history)
@@ -365,7 +392,7 @@ def _features_meta(config: TrainConfig) -> str:
 
 
 def _resume(path: Path, config: TrainConfig, classes: list[str], model: nn.Module,
-            optimizer: torch.optim.Optimizer) -> tuple[int, int, float]:
+            optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None = None) -> tuple[int, int, float]:
     state = load_checkpoint(path)
     saved = TrainConfig.from_dict(state["config"], source=path)
     changed = [f.name for f in fields(TrainConfig)
@@ -376,6 +403,8 @@ def _resume(path: Path, config: TrainConfig, classes: list[str], model: nn.Modul
         raise AvlocError(f"{path}: was trained on other classes than {config.dataset} has")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and scaler.is_enabled() and "grad_scaler" in state:  # an fp16 run's scale
+        scaler.load_state_dict(state["grad_scaler"])
     torch.set_rng_state(state["rng"])
     return state["epoch"], state["step"], state["best"]
 

@@ -5,9 +5,23 @@ Layout of ``FILE.h5``::
 
     attrs                    format, format_version and the extraction metadata (CacheMeta)
     clips/<quoted id>/       one group per clip (the id percent-quoted: HDF5 names cannot hold '/')
-        visual   (T, C, h, w) float32
-        audio    (T, C, m, n) float32
+        visual   (T, C, h, w) float16 or float32 (CacheMeta.storage)
+        audio    (T, C, m, n) float16 or float32
         times    (T,) float64  seconds of every step
+
+Storage (``CacheMeta.storage``, ``avloc extract --storage``; reads always return float32):
+
+- ``float16`` (the default since format 2): half-precision maps, chunked so that a training
+  window reads whole chunks and nothing else (one step per chunk when a step's map is at least
+  :data:`CHUNK_BYTES`, else as many steps as make one chunk), each chunk gzip-compressed at
+  level 1. 0.26-0.27 of the float32 size for the default encoders (their BatchNorm + ReLU maps
+  are about half zeros, and peaked at 14); ``bench/cache_size.py`` measured the choice against
+  lzf, shuffle and other levels, and its cost: a window read takes 2-3x the CPU of a
+  float32 read (the decompression). Values keep 11 significant bits (relative error <= 2**-11 =
+  4.9e-4); maps beyond float16's range (|x| > 65504) are refused at extraction with a one-line
+  error (use ``float32``); values under 6.1e-5 lose relative precision (absolute error <= 3e-8).
+- ``float32``: exact maps, contiguous and uncompressed, as every format-1 cache holds (those
+  carry no storage field and are read as ``float32``, unchanged).
 
 Extraction is resumable and crash-safe because the HDF5 file is never written in place:
 finished clips go to ``FILE.h5.parts/<quoted id>.npz`` (each written to a temporary name and
@@ -21,10 +35,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +58,11 @@ if TYPE_CHECKING:  # hints only: the cache does not need the decoder or the enco
     from avloc.models.encoders import Encoder
 
 FORMAT = "avloc-features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: CacheMeta.storage; maps may be float16, chunked and compressed (1: float32 only)
+STORAGES = ("float16", "float32")
+DEFAULT_STORAGE = "float16"
+CHUNK_BYTES = 32 * 1024  # smallest chunk worth a gzip stream and an index entry
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
 
 @dataclass(frozen=True)
@@ -60,11 +79,13 @@ class CacheMeta:
     audio_window: float
     mel: str  # the MelConfig as sorted JSON
     avloc_version: str
+    storage: str = "float32"  # how the maps lie on disk (STORAGES); format-1 caches have no field: float32
 
     def differences(self, other: CacheMeta) -> list[str]:
-        """Fields that differ, ignoring the library version that wrote them."""
+        """Fields that differ, ignoring the library version that wrote them and the storage
+        (the same features, read as float32 either way)."""
         mine, theirs = asdict(self), asdict(other)
-        return [key for key in mine if key != "avloc_version" and mine[key] != theirs[key]]
+        return [key for key in mine if key not in ("avloc_version", "storage") and mine[key] != theirs[key]]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -134,6 +155,7 @@ class FeatureCache:
             raise AvlocError(f"{self.path}: cannot read the feature cache ({error})") from None
         self._h5: h5py.File | None = None
         self._pid: int | None = None
+        self._steps: dict[str, int] = {}  # clips whose arrays were checked: their step count
 
     def __contains__(self, clip_id: str) -> bool:
         return clip_id in self._id_set
@@ -141,22 +163,32 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _group(self, clip_id: str) -> h5py.Group:
+    def _file(self) -> h5py.File:
         # h5py handles must not cross fork(): reopen in every DataLoader worker.
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = h5py.File(self.path, "r")
             self._pid = os.getpid()
-        try:
-            return self._h5["clips"][clip_key(clip_id)]
-        except KeyError:
-            raise AvlocError(f"{self.path}: no features for clip {clip_id!r}") from None
+        return self._h5
 
     def num_steps(self, clip_id: str) -> int:
-        return len(self._arrays(clip_id)["times"])
+        if clip_id not in self._steps:
+            self._arrays(clip_id)
+        return self._steps[clip_id]
 
     def _arrays(self, clip_id: str) -> dict[str, h5py.Dataset]:
-        """The clip's three datasets, checked: numbers, (T, C, h, w) maps, T >= 1 the same for all."""
-        group = self._group(clip_id)
+        """The clip's three datasets, checked once: numbers, (T, C, h, w) maps, T >= 1 the same for all.
+
+        A window read opens each dataset by its path (h5py's group objects cost more than the
+        read of a window itself), and a clip is checked on its first read only.
+        """
+        if clip_id not in self._id_set:
+            raise AvlocError(f"{self.path}: no features for clip {clip_id!r}")
+        h5, key = self._file(), clip_key(clip_id)
+        if clip_id in self._steps:
+            return {name: h5[f"clips/{key}/{name}"] for name in ("visual", "audio", "times")}
+        group = h5["clips"].get(key)
+        if not isinstance(group, h5py.Group):
+            raise AvlocError(f"{self.path}: no features for clip {clip_id!r}")
         arrays = {name: group.get(name) for name in ("visual", "audio", "times")}
         where = f"{self.path}: clip {clip_id!r}"
         for name, array in arrays.items():
@@ -167,13 +199,16 @@ class FeatureCache:
             if arrays[name].ndim != 4 or arrays[name].shape[0] != steps or steps < 1:
                 raise AvlocError(f"{where}: {name} has shape {arrays[name].shape}, times {arrays['times'].shape}; "
                                  "expected (T, C, h, w) maps and (T,) times with T >= 1")
+        self._steps[clip_id] = steps
         return arrays
 
     def read(self, clip_id: str, start: int = 0, length: int | None = None) -> ClipFeatures:
-        """Features of steps ``[start, start + length)`` (the whole clip by default)."""
+        """Features of steps ``[start, start + length)`` (the whole clip by default); maps as
+        float32 whatever the storage."""
         arrays = self._arrays(clip_id)
         stop = None if length is None else start + length
-        features = ClipFeatures(*(arrays[name][start:stop] for name in ("visual", "audio", "times")))
+        features = ClipFeatures(_as_float32(arrays["visual"][start:stop]), _as_float32(arrays["audio"][start:stop]),
+                                arrays["times"][start:stop])
         for name in ("visual", "audio", "times"):
             if not np.isfinite(getattr(features, name)).all():
                 raise AvlocError(f"{self.path}: clip {clip_id!r}: {name} holds NaN or infinite values")
@@ -190,6 +225,8 @@ class PartsStore:
         self.out = Path(out)
         self.dir = self.out.with_name(self.out.name + ".parts")
         self.meta = meta
+        if meta.storage not in STORAGES:
+            raise AvlocError(f"unknown feature storage {meta.storage!r}; choose one of {', '.join(STORAGES)}")
         self._check_compatible()
 
     def _check_compatible(self) -> None:
@@ -212,14 +249,16 @@ class PartsStore:
         return done
 
     def write(self, clip_id: str, features: ClipFeatures) -> None:
-        """Store one clip's features atomically."""
+        """Store one clip's features atomically (its maps already in the storage's dtype, checked)."""
+        visual = stored_maps(features.visual, self.meta.storage, f"clip {clip_id!r}: visual")
+        audio = stored_maps(features.audio, self.meta.storage, f"clip {clip_id!r}: audio")
         self.dir.mkdir(parents=True, exist_ok=True)
         meta_path = self.dir / "meta.json"
         if not meta_path.is_file():
             with atomic_path(meta_path) as tmp:
                 tmp.write_text(self.meta.to_json())
         with atomic_path(self.dir / f"{clip_key(clip_id)}.npz") as tmp:
-            np.savez(tmp, visual=features.visual, audio=features.audio, times=features.times)
+            np.savez(tmp, visual=visual, audio=audio, times=features.times)
 
     def has_parts(self) -> bool:
         return self.dir.is_dir() and any(self.dir.glob("*.npz"))
@@ -235,19 +274,12 @@ class PartsStore:
             os.close(fd)
 
     def merge(self, ids: Iterable[str]) -> Path:
-        """Write ``FILE.h5`` holding ``ids`` (sorted) from the old file and the parts, then drop the parts."""
+        """Write ``FILE.h5`` holding ``ids`` (sorted) from the old file and the parts, then drop the parts.
+
+        Everything is written in this store's storage, whatever the old file's or a part's.
+        """
         old = FeatureCache(self.out) if self.out.is_file() else None
-        with atomic_path(self.out) as tmp, h5py.File(tmp, "w") as h5:
-            h5.attrs["format"] = FORMAT
-            h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["meta"] = self.meta.to_json()
-            clips = h5.create_group("clips")
-            for clip_id in sorted(ids):
-                features = self.load(clip_id, old)
-                group = clips.create_group(clip_key(clip_id))
-                group.create_dataset("visual", data=features.visual)
-                group.create_dataset("audio", data=features.audio)
-                group.create_dataset("times", data=features.times)
+        write_cache(self.out, self.meta, ids, lambda clip_id: self.load(clip_id, old))
         shutil.rmtree(self.dir, ignore_errors=True)
         return self.out
 
@@ -263,11 +295,78 @@ class PartsStore:
         raise AvlocError(f"{self.out}: clip {clip_id!r} has no extracted features")
 
 
+def stored_maps(maps: np.ndarray, storage: str, where: str) -> np.ndarray:
+    """``(T, C, h, w)`` maps in the dtype of ``storage``; float16 refuses values beyond its range."""
+    if storage == "float32":
+        return maps.astype(np.float32, copy=False)
+    if storage != "float16":
+        raise AvlocError(f"unknown feature storage {storage!r}; choose one of {', '.join(STORAGES)}")
+    if maps.dtype == np.float16:
+        return maps
+    peak = float(np.abs(maps).max(initial=0.0))
+    if not peak <= FLOAT16_MAX:  # NaN fails too; the reader refuses non-finite maps anyway
+        raise AvlocError(f"{where}: maps reach {peak:g}, beyond float16's {FLOAT16_MAX:g}; extract with "
+                         "--storage float32")
+    return torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).half().numpy()
+
+
+def storage_options(shape: tuple[int, ...], storage: str) -> dict:
+    """h5py ``create_dataset`` options of ``(T, ...)`` maps in ``storage``: none for float32
+    (contiguous, as format 1); for float16 gzip level 1 in chunks of whole steps, one step per
+    chunk down to :data:`CHUNK_BYTES`, so that a window of steps decompresses only itself."""
+    if storage == "float32":
+        return {}
+    step_bytes = 2 * math.prod(shape[1:])
+    per_chunk = min(shape[0], max(1, math.ceil(CHUNK_BYTES / max(step_bytes, 1))))
+    return {"chunks": (per_chunk, *shape[1:]), "compression": "gzip", "compression_opts": 1}
+
+
+def write_cache(out: str | os.PathLike, meta: CacheMeta, ids: Iterable[str],
+                features: Callable[[str], ClipFeatures]) -> Path:
+    """Write the cache ``out`` (atomically) holding ``ids`` (sorted), each clip's features from
+    ``features(id)``, its maps in ``meta.storage``."""
+    out = Path(out)
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["format"] = FORMAT
+        h5.attrs["format_version"] = FORMAT_VERSION
+        h5.attrs["meta"] = meta.to_json()
+        clips = h5.create_group("clips")
+        for clip_id in sorted(ids):
+            clip = features(clip_id)
+            group = clips.create_group(clip_key(clip_id))
+            for name in ("visual", "audio"):
+                maps = stored_maps(getattr(clip, name), meta.storage, f"{out}: clip {clip_id!r}: {name}")
+                group.create_dataset(name, data=maps, **storage_options(maps.shape, meta.storage))
+            group.create_dataset("times", data=clip.times)
+    return out
+
+
+def convert_cache(source: str | os.PathLike, out: str | os.PathLike, storage: str = DEFAULT_STORAGE) -> Path:
+    """Write a copy of the cache ``source`` (any format version) to ``out`` with its maps in ``storage``."""
+    if storage not in STORAGES:
+        raise AvlocError(f"unknown feature storage {storage!r}; choose one of {', '.join(STORAGES)}")
+    cache = FeatureCache(source)
+    return write_cache(out, replace(cache.meta, storage=storage), cache.ids, cache.read)
+
+
+def _as_float32(maps: np.ndarray) -> np.ndarray:
+    """Maps of any stored dtype as float32 (through torch: NumPy's float16 conversion is ~15x slower)."""
+    if maps.dtype == np.float32:
+        return maps
+    if maps.dtype == np.float16:
+        return torch.from_numpy(maps).float().numpy()
+    return maps.astype(np.float32)
+
+
 def _parse_meta(path: Path, text: str) -> CacheMeta:
     try:
-        return CacheMeta.from_json(text)
+        meta = CacheMeta.from_json(text)
     except (json.JSONDecodeError, TypeError) as error:
         raise AvlocError(f"{path}: broken extraction metadata ({error})") from None
+    if meta.storage not in STORAGES:
+        raise AvlocError(f"{path}: unknown storage {meta.storage!r} in its metadata (this avloc reads "
+                         f"{', '.join(STORAGES)}); a newer avloc wrote it?")
+    return meta
 
 
 def _read_meta(path: Path) -> CacheMeta:

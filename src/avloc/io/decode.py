@@ -54,7 +54,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -139,6 +139,7 @@ def iter_steps(
     start: float | None = None,
     end: float | None = None,
     audio_window: float | None = None,
+    frames_to: Callable[[float, av.VideoFrame], None] | None = None,
 ) -> Iterator[AVStep]:
     """Stream the steps of ``[start, end)`` of a video, one :class:`AVStep` at a time.
 
@@ -150,13 +151,19 @@ def iter_steps(
         start: clip start in seconds (default 0).
         end: clip end in seconds (default: the file's duration).
         audio_window: seconds of audio per step, centred on the step (default ``1 / fps``).
+        frames_to: called with ``(time, frame)`` for every decoded frame of ``[start, end)``
+            at the video's own rate, in order, as it is decoded (the frames :func:`iter_frames`
+            gives, as ``av.VideoFrame``: ``frame.to_ndarray(format="rgb24")`` is its picture), so
+            one decoding pass feeds both the steps and a full-rate consumer (``avloc localize``'s
+            overlay). A frame is handed over by the time the first step after it is yielded; the
+            frames after the last step follow when the iteration ends.
 
     Raises:
         AvlocError: bad file or arguments (raised at the call, before iteration), or a
             decoding error (raised during iteration).
     """
     plan = _plan(path, fps, size, sample_rate, start, end, audio_window)
-    return _steps(plan)
+    return _steps(plan, frames_to)
 
 
 def read_clip(
@@ -416,13 +423,16 @@ def _check_sample_rate(path: Path, sample_rate: int) -> None:
 # Streaming
 
 
-def _steps(plan: _Plan) -> Iterator[AVStep]:
+def _steps(plan: _Plan, frames_to: Callable[[float, av.VideoFrame], None] | None = None) -> Iterator[AVStep]:
     if len(plan.times) == 0:
         return
     path, rate, length = plan.info.path, plan.sample_rate, plan.segment_length
     firsts = np.round((plan.times - plan.window / 2) * rate).astype(np.int64)  # (T,) first sample per segment
     audio = _AudioBuffer(path, plan.origin, rate, int(firsts[0])) if plan.info.has_audio else None
-    frames = _video_frames(path, plan.origin, seek_to=float(plan.times[0]))
+    # With a frame consumer, decode from the range's start (its frames before the first step too).
+    frames = _video_frames(path, plan.origin, seek_to=plan.start if frames_to else float(plan.times[0]))
+    if frames_to is not None:
+        frames = _handing_over(frames, frames_to, plan.start, plan.end)
     current = None  # (time, av.VideoFrame) displayed at the step's time
     upcoming = next(frames, None)
     if upcoming is None:
@@ -437,10 +447,24 @@ def _steps(plan: _Plan) -> Iterator[AVStep]:
                 tensor, tensor_of = _to_tensor(current[1], plan.size, scalers), current
             segment = audio.read(first, length) if audio is not None else np.zeros(length, np.float32)
             yield AVStep(index=index, time=time, frame=tensor, segment=torch.from_numpy(segment))
+        if frames_to is not None:
+            for _ in frames:  # the frames after the last step's time reach the consumer
+                pass
     finally:
         frames.close()
         if audio is not None:
             audio.close()
+
+
+def _handing_over(frames: Iterator[tuple[float, av.VideoFrame]], frames_to: Callable[[float, av.VideoFrame], None],
+                  start: float, end: float) -> Iterator[tuple[float, av.VideoFrame]]:
+    """``frames``, each of ``[start, end)`` also handed to ``frames_to``; stops at ``end``."""
+    for time, frame in frames:
+        if time >= end - _EPS:
+            return
+        if time >= start - _EPS:
+            frames_to(time, frame)
+        yield time, frame
 
 
 def _video_frames(path: Path, origin: float, seek_to: float) -> Iterator[tuple[float, av.VideoFrame]]:

@@ -12,22 +12,30 @@ dict loads once its head (``fc.*`` / ``classifier.*``) is dropped.
 
 from __future__ import annotations
 
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
-import torchvision.models as tvm
 from torch import nn
 
 from avloc.models.encoders.base import ConvBlock, VisualEncoder, vgg_init
 from avloc.models.encoders.weights import WeightSpec
 
+if TYPE_CHECKING:
+    import torchvision.models as tvm
+
 STAMPS_FILE = "small-visual-stamps-65f5fca0.pt"  # sha256 prefix in the name, as torch hub's files
 
-_RESNETS: dict[int, tuple[Any, type[tvm.WeightsEnum]]] = {
-    18: (tvm.resnet18, tvm.ResNet18_Weights),
-    50: (tvm.resnet50, tvm.ResNet50_Weights),
-    152: (tvm.resnet152, tvm.ResNet152_Weights),
-}
+_RESNET_DEPTHS = (18, 50, 152)
+
+
+def _torchvision_models() -> ModuleType:
+    """``torchvision.models``, imported when a torchvision encoder is first built or asked for
+    its weights: importing torchvision pulls ``torch._dynamo`` (seconds), which the small
+    encoders, ``avloc demo`` and ``avloc localize`` with the built-in model never need."""
+    import torchvision.models
+
+    return torchvision.models
 
 
 def _torchvision_weights(enum: type[tvm.WeightsEnum], name: str) -> WeightSpec | None:
@@ -44,8 +52,12 @@ def _torchvision_weights(enum: type[tvm.WeightsEnum], name: str) -> WeightSpec |
 class _TorchvisionEncoder(VisualEncoder):
     """Named weights come from a torchvision ``WeightsEnum``; its classifier keys are dropped."""
 
-    weights_enum: type[tvm.WeightsEnum]
+    weights_enum_name: str  # e.g. "ResNet18_Weights", in torchvision.models
     head_prefix: str
+
+    @property
+    def weights_enum(self) -> type[tvm.WeightsEnum]:
+        return getattr(_torchvision_models(), self.weights_enum_name)
 
     def available_weights(self) -> list[str]:
         return [weights.name for weights in self.weights_enum] + ["DEFAULT"]
@@ -63,12 +75,12 @@ class ResNetEncoder(_TorchvisionEncoder):
     head_prefix = "fc."
 
     def __init__(self, depth: int) -> None:
-        if depth not in _RESNETS:
-            raise ValueError(f"ResNet depth must be one of {sorted(_RESNETS)}, got {depth}")
+        if depth not in _RESNET_DEPTHS:
+            raise ValueError(f"ResNet depth must be one of {list(_RESNET_DEPTHS)}, got {depth}")
         super().__init__(out_channels=512 if depth < 50 else 2048, size=224, stride=32)
-        build, self.weights_enum = _RESNETS[depth]
+        self.weights_enum_name = f"ResNet{depth}_Weights"
         self.name = f"resnet{depth}"
-        net = build(weights=None)
+        net = getattr(_torchvision_models(), self.name)(weights=None)
         self.conv1 = net.conv1
         self.bn1 = net.bn1
         self.relu = net.relu
@@ -87,13 +99,14 @@ class VGG19Encoder(_TorchvisionEncoder):
     """torchvision VGG-19 ``features`` through pool5: ``(N, 3, H, W) -> (N, 512, H/32, W/32)``."""
 
     name = "vgg19"
-    weights_enum = tvm.VGG19_Weights
+    weights_enum_name = "VGG19_Weights"
     head_prefix = "classifier."
 
     def __init__(self) -> None:
         super().__init__(out_channels=512, size=224, stride=32)
         # Built without torchvision's 120M-parameter classifier; same parameter names and init.
-        self.features = tvm.vgg.make_layers(tvm.vgg.cfgs["E"], batch_norm=False)
+        vgg = _torchvision_models().vgg
+        self.features = vgg.make_layers(vgg.cfgs["E"], batch_norm=False)
         vgg_init(self.features)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
