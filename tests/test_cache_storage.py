@@ -59,6 +59,29 @@ def test_float16_round_trip_reads_float32_within_half_precision(tmp_path):
         assert json.loads(h5.attrs["meta"])["storage"] == "float16" and h5.attrs["format_version"] == 2
 
 
+def test_held_clips_read_from_memory_alike_and_within_the_budget(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    store = PartsStore(tmp_path / "f.h5", CacheMeta(**{**META.__dict__, "storage": "float16"}))
+    clips = {name: ClipFeatures(visual=_relu_maps(rng, (8, 128, 16, 16), 3.0), audio=_relu_maps(rng, (8, 128, 4, 2), 0.05),
+                                times=(np.arange(8) + 0.5) / 4) for name in ("a", "b")}
+    for name, clip in clips.items():
+        store.write(name, clip)
+    path = store.merge(list(clips))
+    from_file, held = FeatureCache(path), FeatureCache(path)
+    one_clip = 8 * 128 * (16 * 16 + 4 * 2) * 2 + 8 * 8  # float16 maps + float64 times, in bytes
+    held.hold(1.5 * one_clip / 2**20)  # room for one clip, not two
+    for name in ("a", "b"):
+        first, again = held.read(name, start=2, length=4), from_file.read(name, start=2, length=4)
+        for field in ("visual", "audio", "times"):
+            assert np.array_equal(getattr(first, field), getattr(again, field))
+    assert list(held._held) == ["a"]  # "b" did not fit: read from the file, as before
+    monkeypatch.setattr(held, "_file", lambda: pytest.fail("a held clip touched the file"))
+    window = held.read("a", start=5, length=3)
+    assert window.visual.dtype == np.float32 and np.array_equal(window.visual, from_file.read("a", 5, 3).visual)
+    with pytest.raises(ValueError, match="budget_mb"):
+        held.hold(-1)
+
+
 def test_old_format_cache_is_read_unchanged(tmp_path):
     """A format-1 file (float32, contiguous, metadata without a storage field) as avloc 0.1 wrote it."""
     rng = np.random.default_rng(1)

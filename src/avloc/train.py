@@ -53,6 +53,9 @@ from avloc.render import write_loss_curves
 from avloc.types import AvlocError, VideoInfo
 
 
+HOLD_MB = 4096  # whole clips of the feature cache kept in memory during training (as stored)
+
+
 def _datasets(config: TrainConfig, dataset: NativeDataset, skip_broken: bool = False,
               skipped: list[Skipped] | None = None) -> tuple[Dataset, Dataset]:
     """Training windows and validation clips, from the cache or the videos (the clips left out
@@ -81,6 +84,7 @@ def _datasets(config: TrainConfig, dataset: NativeDataset, skip_broken: bool = F
             )
         if cache.meta.fps != config.fps:
             raise AvlocError(f"{cache.path}: extracted at {cache.meta.fps} fps, the run uses {config.fps}")
+        cache.hold(HOLD_MB)  # epochs after the first read windows from memory, not the compressed file
         return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps, augment=config.augment),
                 FeatureWindows(cache, val_records, dataset.classes, steps=val_steps, random_window=False))
     mel = create_encoder(config.audio).mel

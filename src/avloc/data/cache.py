@@ -156,6 +156,18 @@ class FeatureCache:
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._steps: dict[str, int] = {}  # clips whose arrays were checked: their step count
+        self._held: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # whole clips kept in memory, as stored
+        self._held_budget = 0  # bytes hold() allows
+        self._held_bytes = 0
+
+    def hold(self, budget_mb: float) -> None:
+        """Keep whole clips in memory after their first read, up to ``budget_mb`` MiB of them as
+        stored (float16 in a version-2 cache): a training run reads every clip once a epoch, and
+        later epochs then slice windows from memory instead of decompressing them again. Clips
+        beyond the budget are read from the file as before. Each DataLoader worker holds its own."""
+        if not budget_mb >= 0:
+            raise ValueError(f"budget_mb must be >= 0, got {budget_mb}")
+        self._held_budget = int(budget_mb * 2**20)
 
     def __contains__(self, clip_id: str) -> bool:
         return clip_id in self._id_set
@@ -205,8 +217,12 @@ class FeatureCache:
     def read(self, clip_id: str, start: int = 0, length: int | None = None) -> ClipFeatures:
         """Features of steps ``[start, start + length)`` (the whole clip by default); maps as
         float32 whatever the storage."""
-        arrays = self._arrays(clip_id)
         stop = None if length is None else start + length
+        held = self._held.get(clip_id) or self._hold_clip(clip_id)
+        if held is not None:
+            visual, audio, times = (array[start:stop] for array in held)
+            return ClipFeatures(_as_float32(visual), _as_float32(audio), times)
+        arrays = self._arrays(clip_id)
         features = ClipFeatures(_as_float32(arrays["visual"][start:stop]), _as_float32(arrays["audio"][start:stop]),
                                 arrays["times"][start:stop])
         for name in ("visual", "audio", "times"):
@@ -214,8 +230,24 @@ class FeatureCache:
                 raise AvlocError(f"{self.path}: clip {clip_id!r}: {name} holds NaN or infinite values")
         return features
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_h5": None, "_pid": None}
+    def _hold_clip(self, clip_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Read the whole clip into memory (checked once) if it fits the budget; None otherwise."""
+        if self._held_bytes >= self._held_budget:
+            return None
+        arrays = self._arrays(clip_id)
+        size = sum(array.size * array.dtype.itemsize for array in arrays.values())
+        if self._held_bytes + size > self._held_budget:
+            return None
+        held = tuple(arrays[name][()] for name in ("visual", "audio", "times"))
+        for name, array in zip(("visual", "audio", "times"), held):
+            if not np.isfinite(array).all():
+                raise AvlocError(f"{self.path}: clip {clip_id!r}: {name} holds NaN or infinite values")
+        self._held[clip_id] = held
+        self._held_bytes += size
+        return held
+
+    def __getstate__(self) -> dict:  # a worker process starts with an empty hold of the same budget
+        return {**self.__dict__, "_h5": None, "_pid": None, "_held": {}, "_held_bytes": 0}
 
 
 class PartsStore:
