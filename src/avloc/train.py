@@ -43,6 +43,7 @@ from avloc.accelerate import Acceleration, acceleration
 from avloc.atomic import atomic_path
 from avloc.checkpoint import load_checkpoint, save_checkpoint
 from avloc.config import CONFIG_NAME, TrainConfig, build_model, write_config_file
+from avloc.data.cache import FeatureCache
 from avloc.data.manifest import ClipRecord, NativeDataset
 from avloc.data.sources import load_dataset, open_features
 from avloc.data.usable import Skipped, check_video, load_for_videos, record_skipped, usable_clips
@@ -84,7 +85,8 @@ def _datasets(config: TrainConfig, dataset: NativeDataset, skip_broken: bool = F
             )
         if cache.meta.fps != config.fps:
             raise AvlocError(f"{cache.path}: extracted at {cache.meta.fps} fps, the run uses {config.fps}")
-        cache.hold(HOLD_MB)  # epochs after the first read windows from memory, not the compressed file
+        if isinstance(cache, FeatureCache):  # (the AVE authors' feature files are read as they are)
+            cache.hold(HOLD_MB)  # epochs after the first read windows from memory, not the compressed file
         return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps, augment=config.augment),
                 FeatureWindows(cache, val_records, dataset.classes, steps=val_steps, random_window=False))
     mel = create_encoder(config.audio).mel
