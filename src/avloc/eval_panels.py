@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from avloc.io.decode import iter_frames
-from avloc.map_geometry import mass_shares, normalize, scale_boxes, upsample
-from avloc.protocols import AnnotatedMap, Protocol, predicted_boxes, score_maps
+from avloc.map_geometry import frame_boxes, scale_boxes
+from avloc.protocols import AnnotatedMap, Protocol, score_maps
 from avloc.render import TRUTH_COLOUR, annotated_frame, draw_boxes, heat_layer, put_text, write_png
 
 _SEARCH = 0.25  # seconds around an annotation's time searched for its video frame
@@ -70,11 +70,9 @@ def panel(image: np.ndarray, frame: AnnotatedMap, ciou: float, protocol: Protoco
     height, width = image.shape[:2]
     annotated = np.asarray(frame.annotation.boxes, dtype=np.float64).reshape(-1, 4)  # (M, 4) original pixels
     truth = scale_boxes(annotated, frame.original_size, (height, width)).numpy()  # in the decoded frame's pixels
-    grid = (protocol.size, protocol.size)
-    full = upsample(frame.heatmap, grid)  # (h, w) -> (S, S), as the protocol scores it
-    on_grid = predicted_boxes(normalize(full).numpy(), protocol)  # (N, 4) in map pixels
-    shares = mass_shares(full, on_grid)  # each box's share of the map's mass, as avloc localize scores boxes
-    boxes = scale_boxes(on_grid, grid, (height, width)).numpy()
+    # The protocol's boxes (its grid, box mode and floor) in the frame's pixels, scored as avloc localize scores them.
+    (boxes,), (shares,) = frame_boxes(frame.heatmap[None], (height, width), protocol.box_mode, protocol.otsu_floor,
+                                      grid=protocol.size)
     left = draw_boxes(image.copy(), truth, TRUTH_COLOUR, dashed=True)
     put_text(left, caption, (0, 0), scale=0.6, band_opacity=0.6)
     score = "-" if math.isnan(ciou) else f"{ciou:.3f}"
