@@ -48,7 +48,8 @@ def video(tmp_path):
 
 def test_save_visualizations_writes_one_png_per_picked_frame(tmp_path, video):
     frames = [_frame("single", t=0.25 * k) for k in range(6)]
-    written = save_visualizations(frames, [FrameSource("clip", video)] * 6, PROTOCOLS["stm"], [], 2,
+    frame_ciou = score_maps(frames, PROTOCOLS["stm"]).frame_ciou
+    written = save_visualizations(frames, [FrameSource("clip", video)] * 6, PROTOCOLS["stm"], frame_ciou, 2,
                                   tmp_path / "panels")
     assert [path.relative_to(tmp_path / "panels").as_posix() for path in written] == [
         "single/000-clip-t0000.000.png", "single/001-clip-t0001.250.png"]

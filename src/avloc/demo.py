@@ -20,7 +20,7 @@ from avloc.data.benchmarks.synth_scenes import RECIPES
 from avloc.evaluate import annotated_maps, class_targets, second_predictions
 from avloc.report import build_report
 from avloc.metrics import ClassificationMeter
-from avloc.protocols import PROTOCOLS
+from avloc.protocols import PROTOCOLS, score_maps
 from avloc.trained import DEFAULT_MODEL, load_trained
 from avloc.io.decode import probe
 from avloc.localize_video import Localization, localize_video
@@ -64,5 +64,7 @@ def run_demo(out: str | os.PathLike, seed: int | None = None, scenario: str = "s
         seconds, predicted = second_predictions(result.probabilities, result.times)
         segments.update(predicted, class_targets(record, seconds + 0.5, result.classes, clips))
     source = f"{model} model on demo clip {record.id} ({'/'.join(record.tags)}; --seed {seed})"
-    report = build_report(source, "its annotated frames", 1, frames, unscored, PROTOCOLS["stm"], segments, steps)
+    protocol = PROTOCOLS["stm"]
+    report = build_report(source, "its annotated frames", 1, score_maps(frames, protocol, unscored), protocol,
+                          segments, steps)
     return result, report

@@ -20,7 +20,7 @@ import numpy as np
 
 from avloc.io.decode import iter_frames
 from avloc.map_geometry import frame_boxes, scale_boxes
-from avloc.protocols import AnnotatedMap, Protocol, score_maps
+from avloc.protocols import AnnotatedMap, Protocol
 from avloc.render import TRUTH_COLOUR, annotated_frame, draw_boxes, heat_layer, put_text, write_png
 
 _SEARCH = 0.25  # seconds around an annotation's time searched for its video frame
@@ -83,14 +83,13 @@ def panel(image: np.ndarray, frame: AnnotatedMap, ciou: float, protocol: Protoco
 
 
 def save_visualizations(frames: Sequence[AnnotatedMap], sources: Sequence[FrameSource], protocol: Protocol,
-                        unscored: Sequence[tuple[str, str]], count: int, folder: str | Path) -> list[Path]:
+                        frame_ciou: Sequence[float], count: int, folder: str | Path) -> list[Path]:
     """Write the panels of up to ``count`` frames per scenario under ``folder``; returns their paths.
 
-    ``sources[i]`` is where ``frames[i]`` comes from; the cIoU shown is the protocol's own
-    (:func:`avloc.protocols.score_maps` over the whole split, so split-wide thresholds hold).
+    ``sources[i]`` is where ``frames[i]`` comes from; ``frame_ciou[i]`` its cIoU as the protocol
+    scored the whole split (``ScoredSplit.frame_ciou``, so split-wide thresholds hold).
     """
     folder = Path(folder)
-    frame_ciou = score_maps(list(frames), protocol, unscored).frame_ciou
     written = []
     for row, indices in sorted(pick_frames(frames, count).items()):
         for rank, index in enumerate(indices):

@@ -38,7 +38,7 @@ from avloc.data.usable import check_video, load_for_videos, usable_clips
 from avloc.eval_panels import FrameSource, save_visualizations
 from avloc.io.decode import frame_times, iter_steps, probe
 from avloc.metrics import ClassificationMeter
-from avloc.protocols import PROTOCOLS, AnnotatedMap, Protocol
+from avloc.protocols import PROTOCOLS, AnnotatedMap, Protocol, score_maps
 from avloc.report import build_report
 from avloc.trained import load_trained
 from avloc.types import AvlocError, FeatureShapeError, VideoInfo
@@ -253,11 +253,12 @@ def evaluate(
     if not frames and not unscored and not steps.total:
         raise AvlocError(f"{dataset}: no annotated frames in the {split} split (manifest 'frames') and no class "
                          "scores from the model: nothing to score")
-    report = build_report(str(source), split, len(records), frames, unscored, protocol, segments, steps)
+    scored = score_maps(frames, protocol, unscored)
+    report = build_report(str(source), split, len(records), scored, protocol, segments, steps)
     if skip_broken:
         report["skipped"] = [{"id": s.id, "reason": s.reason} for s in skipped]
     if visualizations:
-        panels = save_visualizations(frames, sources, protocol, unscored, visualizations, visualization_dir)
+        panels = save_visualizations(frames, sources, protocol, scored.frame_ciou, visualizations, visualization_dir)
         report["visualizations"] = [str(path) for path in panels]
     return report
 

@@ -5,28 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from avloc.atomic import atomic_path
 from avloc.metrics import ClassificationMeter
-from avloc.protocols import AnnotatedMap, Protocol, score_maps
+from avloc.protocols import Protocol, ScoredSplit
 
 SCENARIO_ROWS = ("single", "mixed", "multi-entity", "off-screen", "cross-event", "all")
 
 
-def build_report(source: str, split: str, n_clips: int, frames: list[AnnotatedMap],
-                 unscored: Sequence[tuple[str, str]], protocol: Protocol, segments: ClassificationMeter,
-                 steps: ClassificationMeter) -> dict:
-    """The JSON report shared by ``avloc eval`` and ``avloc demo``."""
-    scored = score_maps(frames, protocol, unscored) if frames or unscored else None
+def build_report(source: str, split: str, n_clips: int, scored: ScoredSplit, protocol: Protocol,
+                 segments: ClassificationMeter, steps: ClassificationMeter) -> dict:
+    """The JSON report shared by ``avloc eval`` and ``avloc demo``, from the split's maps as
+    :func:`avloc.protocols.score_maps` scored them."""
     return {
         "source": source,
         "split": split,
         "n_clips": n_clips,
-        "rows": scored.rows if scored else {},
-        "warnings": scored.warnings if scored else [],
+        "rows": scored.rows,
+        "warnings": scored.warnings,
         "segment_accuracy": segments.summary()["accuracy"],
         "n_segments": segments.total,
         "step_accuracy": steps.summary()["accuracy"],
