@@ -29,7 +29,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from avloc.accelerate import acceleration
-from avloc.checkpoint import save_checkpoint
 from avloc.config import TrainConfig, build_model
 from avloc.data.benchmarks.synth import generate_dataset
 from avloc.data.cache import FeatureCache
@@ -40,10 +39,10 @@ from avloc.extract import extract_features
 from avloc.io.decode import read_clip
 from avloc.localize_video import localize_video
 from avloc.localizer import Localizer
-from avloc.models.encoders import create_encoder
 from avloc.trained import load_trained
 from avloc.train import train_one_epoch
 from results_md import command, update_section
+from speed import random_checkpoint
 
 FPS, SIZE, BATCH, WINDOWS = 4.0, 256, 16, 32
 VISUAL, AUDIO = "resnet152", "vggish"  # --visual / --audio change them (e.g. the default small-visual + small-audio)
@@ -53,17 +52,6 @@ SECTION = "GPU path (`--precision`, channels-last)"
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def random_checkpoint(path: Path, visual: str, audio: str) -> Path:
-    """An STM over ``visual`` + ``audio`` at random initialisation, as a checkpoint `localize` loads."""
-    classes = [f"class{i}" for i in range(10)] + ["background"]
-    config = TrainConfig(dataset="-", visual=visual, audio=audio, size=SIZE, model_options={"variant": "c+u"})
-    state = build_model(config, classes, with_encoders=False).state_dict()
-    for modality, name in (("visual", visual), ("audio", audio)):
-        state.update({f"{modality}_encoder.{k}": v for k, v in create_encoder(name).state_dict().items()})
-    save_checkpoint(path, {"config": vars(config), "classes": classes, "model": state})
-    return path
 
 
 def encoders_alone(checkpoint: Path, video: Path, device: torch.device, precision: str) -> float:
@@ -153,7 +141,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         dataset = generate_dataset(Path(tmp) / "data", clips=args.clips, seed=0, seconds=args.seconds, progress=False)
-        checkpoint = random_checkpoint(Path(tmp) / "model.pt", args.visual, args.audio)
+        checkpoint = random_checkpoint(args.visual, args.audio, Path(tmp) / "model.pt")
         for precision in args.precisions:
             row = measure(dataset, Path(tmp), device, precision, checkpoint, args.visual, args.audio)
             print(f"{precision:>5s} ({row['precision']}): encoders {row['encoders']:.1f} frames/s, extract "
