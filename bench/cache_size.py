@@ -1,15 +1,16 @@
-"""Size and read speed of the feature cache, float16 (chunked, gzip 1) against float32, and eval unchanged.
+"""Size and read speed of the feature cache, rounded and float16 (chunked, gzip 1) against float32, and eval unchanged.
 
     python bench/cache_size.py [--dataset DIR] [--cache FILE.h5 --cache-dataset DIR] [--rounds 5]
 
 On the built-in default model's bundled demo clips (``--dataset``, default
 src/avloc/models/default/demo), extracted with the default encoders (small-visual + small-audio
-at 256 px, 4 fps) once per storage (``--storage float32`` and ``float16``):
+at 256 px, 4 fps) once per storage (``--storage float32``, ``rounded`` (the default) and ``float16``):
 
 - kB per step of each file, their ratio, and each extraction's wall time;
 - candidate storages written from the float32 maps with h5py directly (float16 raw, lzf, shuffle,
-  gzip levels): size ratio, write time, and the time to read random 4-step windows of them as
-  float32, so the chosen one (float16 + gzip 1, one step per chunk) is seen among the others;
+  gzip levels, float32 rounded to 10-16 significand bits): size ratio, write time, and the time
+  to read random 4-step windows of them as float32, so the two storages avloc offers are seen
+  among the others;
 - read throughput of training windows: :class:`~avloc.data.windows.FeatureWindows` (4 steps,
   random starts, no augmentation) over every clip, on each cache, and the format-1 reader (the
   reader of avloc before format 2, replicated here) on the float32 cache: best of ``--rounds``
@@ -19,7 +20,7 @@ at 256 px, 4 fps) once per storage (``--storage float32`` and ``float16``):
 
 ``--cache`` (a float32 cache, e.g. the default model's training benchmark) with
 ``--cache-dataset`` (its dataset) repeats the sizes, the read throughput and the eval on that
-cache and its float16 copy (:func:`avloc.data.cache.convert_cache`), on its test split.
+cache and its rounded and float16 copies (:func:`avloc.data.cache.convert_cache`), on its test split.
 Results go to the "Feature cache size (issue 21)" section of docs/results.md.
 """
 
@@ -34,7 +35,7 @@ import h5py
 import numpy as np
 import torch
 
-from avloc.data.cache import FeatureCache, clip_key, convert_cache
+from avloc.data.cache import DEFAULT_STORAGE, ROUNDED_BITS, FeatureCache, clip_key, convert_cache, round_significand
 from avloc.data.manifest import load_manifest
 from avloc.data.windows import FeatureWindows
 from avloc.config import TrainConfig
@@ -46,14 +47,19 @@ from results_md import command, update_section
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "avloc" / "models" / "default" / "demo"
 STEPS = 4  # a training window (the default --steps)
-CANDIDATES = {  # name: h5py create_dataset options of the maps (chunked one step per chunk where filtered)
-    "float32 (format 1)": dict(dtype=np.float32),
-    "float16": dict(dtype=np.float16),
-    "float16 + lzf": dict(dtype=np.float16, compression="lzf"),
-    "float16 + shuffle + lzf": dict(dtype=np.float16, shuffle=True, compression="lzf"),
-    "float16 + gzip 1 (chosen)": dict(dtype=np.float16, compression="gzip", compression_opts=1),
-    "float16 + shuffle + gzip 1": dict(dtype=np.float16, shuffle=True, compression="gzip", compression_opts=1),
-    "float16 + shuffle + gzip 4": dict(dtype=np.float16, shuffle=True, compression="gzip", compression_opts=4),
+STORAGES = ("float32", "rounded", "float16")  # avloc's storages, the exact one first
+CANDIDATES = {  # name: (significand bits kept of float32's, or None; h5py create_dataset options of the maps)
+    "float32 (format 1)": (None, dict(dtype=np.float32)),
+    "float16": (None, dict(dtype=np.float16)),
+    "float16 + lzf": (None, dict(dtype=np.float16, compression="lzf")),
+    "float16 + shuffle + lzf": (None, dict(dtype=np.float16, shuffle=True, compression="lzf")),
+    "float16 + gzip 1 (float16)": (None, dict(dtype=np.float16, compression="gzip", compression_opts=1)),
+    "float16 + shuffle + gzip 1": (None, dict(dtype=np.float16, shuffle=True, compression="gzip", compression_opts=1)),
+    "float16 + shuffle + gzip 4": (None, dict(dtype=np.float16, shuffle=True, compression="gzip", compression_opts=4)),
+    **{f"float32 rounded to {bits} bits + shuffle + gzip 1":
+       (bits, dict(dtype=np.float32, shuffle=True, compression="gzip", compression_opts=1)) for bits in (10, 11, 12, 14, 16)},
+    f"float32 rounded to {ROUNDED_BITS} bits + shuffle + gzip 4 (rounded)":
+        (ROUNDED_BITS, dict(dtype=np.float32, shuffle=True, compression="gzip", compression_opts=4)),
 }
 
 
@@ -69,7 +75,7 @@ def candidates(cache: FeatureCache, folder: Path, rounds: int) -> list[tuple[str
     windows = [(clip_key(ids[i]), int(rng.integers(0, len(clips[ids[i]].times) - STEPS + 1)))
                for i in rng.integers(0, len(ids), 400)]
     written = {}
-    for name, options in CANDIDATES.items():
+    for name, (bits, options) in CANDIDATES.items():
         options = dict(options)
         dtype = options.pop("dtype")
         path = folder / f"candidate-{len(written)}.h5"
@@ -79,6 +85,7 @@ def candidates(cache: FeatureCache, folder: Path, rounds: int) -> list[tuple[str
                 group = h5.create_group(f"clips/{clip_key(clip_id)}")
                 for part in ("visual", "audio"):
                     maps = getattr(clip, part).astype(dtype)
+                    maps = maps if bits is None else round_significand(maps, bits, clip_id)
                     chunks = dict(chunks=(1, *maps.shape[1:]) if part == "visual" else maps.shape) if options else {}
                     group.create_dataset(part, data=maps, **chunks, **options)
         written[name] = (path, time.perf_counter() - started)
@@ -133,7 +140,7 @@ def read_speed(caches: dict[str, Path], dataset: Path, split: str | None, rounds
                                                          augment=False) for name, path in caches.items()}
     old, lengths = FormatOneReader(caches["float32"]), {r.id: FeatureCache(caches["float32"]).num_steps(r.id)
                                                         for r in records}
-    held_cache = FeatureCache(caches["float16"])
+    held_cache = FeatureCache(caches[DEFAULT_STORAGE])
     held_cache.hold(HOLD_MB)  # as avloc train does
     held = FeatureWindows(held_cache, records, data.classes, steps=STEPS, augment=False)
     best = {name: 0.0 for name in [*readers, "format-1 reader, float32"]}
@@ -158,9 +165,9 @@ def read_speed(caches: dict[str, Path], dataset: Path, split: str | None, rounds
         best["format-1 reader, float32"] = max(best["format-1 reader, float32"],
                                                len(starts) / (time.perf_counter() - started))
     first, later = held_seconds[0], min(held_seconds[1:], default=held_seconds[0])
-    return {**best, "FeatureWindows, float16 held in memory: first epoch": len(held) / first,
-            "FeatureWindows, float16 held in memory: later epochs (best)": len(held) / later,
-            f"FeatureWindows, float16 held in memory: a {TRAIN_EPOCHS}-epoch run (first + {TRAIN_EPOCHS - 1} later)":
+    held_name = f"FeatureWindows, {DEFAULT_STORAGE} held in memory"
+    return {**best, f"{held_name}: first epoch": len(held) / first, f"{held_name}: later epochs (best)": len(held) / later,
+            f"{held_name}: a {TRAIN_EPOCHS}-epoch run (first + {TRAIN_EPOCHS - 1} later)":
                 TRAIN_EPOCHS * len(held) / (first + (TRAIN_EPOCHS - 1) * later)}
 
 
@@ -181,40 +188,43 @@ def eval_numbers(caches: dict[str, Path], dataset: Path) -> tuple[dict[str, dict
 
 def compare(label: str, caches: dict[str, Path], dataset: Path, split: str | None, rounds: int,
             extract_seconds: dict[str, float] | None) -> list[str]:
-    """Print and return the markdown lines of one benchmark (a dataset and its two caches)."""
+    """Print and return the markdown lines of one benchmark (a dataset and its caches, one per storage)."""
     opened = {name: FeatureCache(path) for name, path in caches.items()}
     steps = steps_in(opened["float32"])
     sizes = {name: path.stat().st_size for name, path in caches.items()}
-    ratio = sizes["float16"] / sizes["float32"]
     speed = read_speed(caches, dataset, split, rounds)
     numbers, frames = eval_numbers(caches, dataset)
-    worst = max(abs(numbers["float16"][key] - value) for key, value in numbers["float32"].items())
-    worst_key = max(numbers["float32"], key=lambda key: abs(numbers["float16"][key] - numbers["float32"][key]))
-    changed = sum(numbers["float16"][key] != value for key, value in numbers["float32"].items())
+    exact = numbers["float32"]
     lines = [f"**{label}** ({len(opened['float32'])} clips, {steps} steps):", "",
-             "| storage | kB per step | size | extract s |", "| --- | --- | --- | --- |"]
-    for name in ("float32", "float16"):
-        seconds = f"{extract_seconds[name]:.1f}" if extract_seconds else "(converted)" if name == "float16" else "-"
-        lines.append(f"| {name} | {sizes[name] / steps / 1e3:.1f} | {sizes[name] / 1e6:.1f} MB | {seconds} |")
-    lines += ["", f"float16 / float32 size: **{ratio:.3f}** (target <= 0.333).", "",
-              "| reader | training windows/s |", "| --- | --- |"]
+             "| storage | kB per step | size | size / float32 | extract s |", "| --- | --- | --- | --- | --- |"]
+    for name in STORAGES:
+        seconds = f"{extract_seconds[name]:.1f}" if extract_seconds else "-" if name == "float32" else "(converted)"
+        lines.append(f"| {name}{' (default)' if name == DEFAULT_STORAGE else ''} | {sizes[name] / steps / 1e3:.1f} | "
+                     f"{sizes[name] / 1e6:.1f} MB | {sizes[name] / sizes['float32']:.3f} | {seconds} |")
+    lines += ["", f"{DEFAULT_STORAGE} / float32 size: **{sizes[DEFAULT_STORAGE] / sizes['float32']:.3f}** "
+              "(target <= 0.333).", "", "| reader | training windows/s |", "| --- | --- |"]
     lines += [f"| {name} | {value:.0f} |" for name, value in speed.items()]
-    new, before = speed["FeatureWindows, float16"], speed["format-1 reader, float32"]
-    lines += ["", f"FeatureWindows on float16 / the format-1 reader on float32: **{new / before:.2f}x** "
-                  f"(target >= 1); against FeatureWindows on float32: "
-                  f"{new / speed['FeatureWindows, float32']:.2f}x. Held in memory as `avloc train` holds it, a "
-                  f"{TRAIN_EPOCHS}-epoch run reads "
-                  f"**{speed[f'FeatureWindows, float16 held in memory: a {TRAIN_EPOCHS}-epoch run (first + {TRAIN_EPOCHS - 1} later)'] / before:.2f}x** "
+    new, before = speed[f"FeatureWindows, {DEFAULT_STORAGE}"], speed["format-1 reader, float32"]
+    run = speed[f"FeatureWindows, {DEFAULT_STORAGE} held in memory: a {TRAIN_EPOCHS}-epoch run "
+                f"(first + {TRAIN_EPOCHS - 1} later)"]
+    lines += ["", f"FeatureWindows on {DEFAULT_STORAGE} / the format-1 reader on float32: **{new / before:.2f}x** "
+                  f"(target >= 1); against FeatureWindows on float32: {new / speed['FeatureWindows, float32']:.2f}x. "
+                  f"Held in memory as `avloc train` holds it, a {TRAIN_EPOCHS}-epoch run reads **{run / before:.2f}x** "
                   "as fast as the format-1 reader.", "",
-              f"`avloc eval` of the default model, test split ({frames} frames), four protocols: "
-              f"{len(numbers['float32'])} numbers, {changed} differ, the largest difference **{worst:.2g}** "
-              f"({worst_key}; target <= 1e-3)."]
-    moved = [f"| {key} | {numbers['float32'][key]:.4f} | {numbers['float16'][key]:.4f} | "
-             f"{numbers['float32'].get(key.rsplit('/', 1)[0] + '/n_frames', float('nan')):.0f} |"
-             for key in numbers["float32"] if abs(numbers["float16"][key] - numbers["float32"][key]) > 1e-4]
+              f"`avloc eval` of the default model, test split ({frames} frames), four protocols, {len(exact)} numbers "
+              "(target: each within 1e-3 of float32's):", "",
+              "| storage | numbers that differ | largest difference | where |", "| --- | --- | --- | --- |"]
+    moved = []
+    for name in STORAGES[1:]:
+        differences = {key: abs(numbers[name][key] - value) for key, value in exact.items()}
+        worst = max(differences, key=differences.get)
+        lines.append(f"| {name} | {sum(d > 0 for d in differences.values())} | **{differences[worst]:.2g}** | {worst} |")
+        moved += [f"| {name} | {key} | {exact[key]:.4f} | {numbers[name][key]:.4f} | "
+                  f"{exact.get(key.rsplit('/', 1)[0] + '/n_frames', float('nan')):.0f} |"
+                  for key, difference in differences.items() if difference > 1e-4]
     if moved:
-        lines += ["", "Numbers that moved by more than 1e-4:", "", "| number | float32 | float16 | row's frames |",
-                  "| --- | --- | --- | --- |", *moved]
+        lines += ["", "Numbers that moved by more than 1e-4:", "", "| storage | number | float32 | stored | row's frames |",
+                  "| --- | --- | --- | --- | --- |", *moved]
     print("\n".join(lines) + "\n", flush=True)
     return lines
 
@@ -231,12 +241,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         caches, seconds = {}, {}
-        for storage in ("float32", "float16"):
+        for storage in STORAGES:
             started = time.perf_counter()
             caches[storage] = extract_features(args.dataset, folder / f"{storage}.h5", storage=storage,
                                                progress=False).out
             seconds[storage] = time.perf_counter() - started
-        body += compare(f"{args.dataset.name} clips, extracted both ways", caches, args.dataset, None, args.rounds,
+        body += compare(f"{args.dataset.name} clips, extracted each way", caches, args.dataset, None, args.rounds,
                         seconds)
         rows = candidates(FeatureCache(caches["float32"]), folder, args.rounds)
         table = ["", "Candidate storages of the same maps (per-step chunks where filtered; read: 4-step windows "
@@ -246,9 +256,10 @@ def main() -> None:
         print("\n".join(table) + "\n", flush=True)
         body += table
         if args.cache is not None:
-            half = convert_cache(args.cache, folder / "converted.h5", "float16")
-            body += [""] + compare(f"{args.cache.name} (float32) and its float16 copy", {"float32": args.cache,
-                                   "float16": half}, args.cache_dataset, "train", args.rounds, None)
+            copies = {storage: convert_cache(args.cache, folder / f"converted-{storage}.h5", storage)
+                      for storage in STORAGES[1:]}
+            body += [""] + compare(f"{args.cache.name} (float32) and its copies", {"float32": args.cache, **copies},
+                                   args.cache_dataset, "train", args.rounds, None)
     update_section("Feature cache size (issue 21)", "\n".join(body))
 
 

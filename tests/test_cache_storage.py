@@ -1,4 +1,4 @@
-"""Feature-cache storage: float16 (chunked, gzip) read back as float32, format-1 caches unchanged."""
+"""Feature-cache storage: rounded float32 and float16 (chunked, gzip) read back as float32, format-1 caches unchanged."""
 
 import json
 
@@ -16,6 +16,7 @@ from avloc.data.cache import (
     PartsStore,
     clip_key,
     convert_cache,
+    round_significand,
 )
 from avloc.data.manifest import load_manifest
 from avloc.config import TrainConfig
@@ -35,28 +36,63 @@ def _relu_maps(rng, shape, scale):
     return np.maximum(rng.normal(scale=scale, size=shape), 0).astype(np.float32)
 
 
-def test_float16_round_trip_reads_float32_within_half_precision(tmp_path):
+@pytest.mark.parametrize("storage, dtype, rtol, level, audio_steps_per_chunk", [
+    ("rounded", np.float32, 2**-13, 4, 8),  # 13 significant bits; 4 kB of audio a step: 8 steps make a chunk
+    ("float16", np.float16, 2**-11, 1, 12),  # 11 significant bits; 2 kB a step: the whole clip in one chunk
+])
+def test_round_trip_reads_float32_within_the_storage_precision(tmp_path, storage, dtype, rtol, level,
+                                                               audio_steps_per_chunk):
     rng = np.random.default_rng(0)
     clip = ClipFeatures(visual=_relu_maps(rng, (12, 128, 16, 16), 3.0), audio=_relu_maps(rng, (12, 128, 4, 2), 0.05),
                         times=(np.arange(12) + 0.5) / 4)
-    store = PartsStore(tmp_path / "f.h5", CacheMeta(**{**META.__dict__, "storage": "float16"}))
+    store = PartsStore(tmp_path / "f.h5", CacheMeta(**{**META.__dict__, "storage": storage}))
     store.write("a/b", clip)
     cache = FeatureCache(store.merge(["a/b"]))
-    assert cache.meta.storage == "float16"
+    assert cache.meta.storage == storage
     whole, window = cache.read("a/b"), cache.read("a/b", start=5, length=4)
     for name in ("visual", "audio"):
         stored, back = getattr(clip, name), getattr(whole, name)
         assert back.dtype == np.float32 and back.shape == stored.shape
-        np.testing.assert_allclose(back, stored, rtol=2**-11, atol=3e-8)  # float16: 11 significant bits
-        assert not np.array_equal(back, stored)  # really rounded: stored as float16
+        np.testing.assert_allclose(back, stored, rtol=rtol, atol=3e-8)
+        assert not np.array_equal(back, stored)  # really rounded
         np.testing.assert_array_equal(getattr(window, name), back[5:9])
     np.testing.assert_array_equal(whole.times, clip.times)  # times stay float64, exact
     with h5py.File(cache.path) as h5:
         visual, audio = (h5[f"clips/{clip_key('a/b')}/{name}"] for name in ("visual", "audio"))
-        assert visual.dtype == np.float16 and visual.compression == "gzip"
-        assert visual.chunks == (1, 128, 16, 16)  # 64 kB a step: a window reads its own steps' chunks
-        assert audio.chunks == (12, 128, 4, 2)  # 2 kB a step: the whole clip in one chunk
-        assert json.loads(h5.attrs["meta"])["storage"] == "float16" and h5.attrs["format_version"] == 2
+        assert visual.dtype == dtype and (visual.compression, visual.compression_opts) == ("gzip", level)
+        assert visual.shuffle == (storage == "rounded")
+        assert visual.chunks == (1, 128, 16, 16)  # a step of maps is >= 32 kB: a window reads its own steps' chunks
+        assert audio.chunks == (audio_steps_per_chunk, 128, 4, 2)
+        assert json.loads(h5.attrs["meta"])["storage"] == storage and h5.attrs["format_version"] == 2
+
+
+def test_round_significand_rounds_to_nearest_with_ties_to_even():
+    one_ulp = 2.0**-12  # the last kept bit of a value in [1, 2) at 12 stored bits
+    cases = {1 + one_ulp / 2: 1.0,  # a tie: the kept part 1.000..0 is even, stays
+             1 + 1.5 * one_ulp: 1 + 2 * one_ulp,  # a tie: 1 + 1 ulp is odd, goes up to even
+             1 + 0.49 * one_ulp: 1.0, 1 + 0.51 * one_ulp: 1 + one_ulp,
+             2 - 2.0**-23: 2.0,  # rounding up carries into the exponent
+             -(1 + 0.51 * one_ulp): -(1 + one_ulp), 0.0: 0.0, 3.0: 3.0}
+    values = np.array(list(cases), dtype=np.float32)
+    np.testing.assert_array_equal(round_significand(values, 12, "x"), np.array(list(cases.values()), np.float32))
+    rng = np.random.default_rng(0)
+    values = (rng.normal(size=10_000) * 10.0 ** rng.uniform(-30, 30, size=10_000)).astype(np.float32)
+    rounded = round_significand(values, 12, "x")
+    assert not (rounded.view(np.uint32) & np.uint32(2**11 - 1)).any()  # the 11 dropped bits are zero
+    error = np.abs(rounded.astype(np.float64) - values)
+    assert (error <= 2.0**-13 * np.abs(values)).all()
+    # the nearest value with 12 stored bits: no other candidate (one unit down or up) is closer
+    unit = np.spacing(np.abs(rounded)).astype(np.float64) * 2**11  # one unit of the last kept bit
+    for neighbour in (np.abs(rounded) - unit, np.abs(rounded) + unit):
+        assert (error <= np.abs(neighbour - np.abs(values)) + 1e-300).all()
+    np.testing.assert_array_equal(round_significand(values, 23, "x"), values)
+
+
+def test_rounded_storage_refuses_non_finite_maps_and_overflow():
+    with pytest.raises(AvlocError, match="clip 7: maps hold NaN or infinite values"):
+        round_significand(np.array([1.0, np.nan], np.float32), 12, "clip 7")
+    with pytest.raises(AvlocError, match="rounds beyond float32's range.*--storage float32"):
+        round_significand(np.array([np.finfo(np.float32).max], np.float32), 12, "clip 7")
 
 
 def test_held_clips_read_from_memory_alike_and_within_the_budget(tmp_path, monkeypatch):
@@ -99,54 +135,58 @@ def test_old_format_cache_is_read_unchanged(tmp_path):
     clip = cache.read("clip_0", start=1, length=4)
     np.testing.assert_array_equal(clip.visual, visual[1:5])
     np.testing.assert_array_equal(clip.audio, audio[1:5])
-    # and it converts: every clip, float16, the other metadata kept
+    # and it converts: every clip, in the default storage, the other metadata kept
     new = FeatureCache(convert_cache(path, tmp_path / "new.h5"))
-    assert new.meta.storage == "float16" and new.meta.differences(cache.meta) == []
-    np.testing.assert_allclose(new.read("clip_0").visual, visual, rtol=2**-11, atol=3e-8)
+    assert new.meta.storage == "rounded" and new.meta.differences(cache.meta) == []
+    np.testing.assert_allclose(new.read("clip_0").visual, visual, rtol=2**-13, atol=0)
 
 
 def test_float16_refuses_maps_beyond_its_range_and_unknown_storage(tmp_path):
     store = PartsStore(tmp_path / "f.h5", CacheMeta(**{**META.__dict__, "storage": "float16"}))
     big = ClipFeatures(visual=np.full((2, 4, 2, 2), 70000.0, np.float32), audio=np.zeros((2, 4, 1, 1), np.float32),
                        times=np.array([0.125, 0.375]))
-    with pytest.raises(AvlocError, match="beyond float16.*--storage float32"):
+    with pytest.raises(AvlocError, match="beyond float16.*--storage rounded or float32"):
         store.write("clip", big)
     PartsStore(tmp_path / "g.h5", META).write("clip", big)  # float32 keeps them
+    PartsStore(tmp_path / "r.h5", CacheMeta(**{**META.__dict__, "storage": "rounded"})).write("clip", big)  # so does rounded
     with pytest.raises(AvlocError, match="unknown feature storage"):
         PartsStore(tmp_path / "h.h5", CacheMeta(**{**META.__dict__, "storage": "int8"}))
 
 
 def test_extract_records_the_storage_and_both_read_alike(tiny_dataset, tmp_path):
     settings = dict(visual="small-visual", audio="small-audio", fps=4.0, size=64, progress=False)
-    half = FeatureCache(extract_features(tiny_dataset, tmp_path / "half.h5", **settings).out)
+    rounded = FeatureCache(extract_features(tiny_dataset, tmp_path / "rounded.h5", **settings).out)
     assert main(["extract", str(tiny_dataset), "--out", str(tmp_path / "full.h5"), "--size", "64",
                  "--storage", "float32", "-q"]) == 0
     full = FeatureCache(tmp_path / "full.h5")
-    assert (half.meta.storage, full.meta.storage) == ("float16", "float32")
-    assert half.meta.differences(full.meta) == []  # the same features: a model trained on one reads the other
+    assert (rounded.meta.storage, full.meta.storage) == ("rounded", "float32")  # rounded: the default
+    assert rounded.meta.differences(full.meta) == []  # the same features: a model trained on one reads the other
     for clip_id in full.ids:
-        a, b = full.read(clip_id), half.read(clip_id)
-        np.testing.assert_allclose(b.visual, a.visual, rtol=2**-11, atol=3e-8)
-        np.testing.assert_allclose(b.audio, a.audio, rtol=2**-11, atol=3e-8)
-    assert (tmp_path / "half.h5").stat().st_size < 0.6 * (tmp_path / "full.h5").stat().st_size
+        a, b = full.read(clip_id), rounded.read(clip_id)
+        np.testing.assert_allclose(b.visual, a.visual, rtol=2**-13, atol=0)
+        np.testing.assert_allclose(b.audio, a.audio, rtol=2**-13, atol=0)
+    assert (tmp_path / "rounded.h5").stat().st_size < 0.6 * (tmp_path / "full.h5").stat().st_size
     dataset = load_manifest(tiny_dataset)
-    windows = FeatureWindows(half, dataset.records, dataset.classes, steps=4)
+    windows = FeatureWindows(rounded, dataset.records, dataset.classes, steps=4)
     assert windows[0]["visual"].dtype == windows[0]["audio"].dtype == torch.float32
 
 
-def test_eval_metrics_are_unchanged_on_a_float16_cache(tmp_path):
-    """Train a tiny STM on a float32 cache; evaluate it on that cache and on its float16 copy."""
+def test_eval_metrics_are_unchanged_on_rounded_and_float16_caches(tmp_path):
+    """Train a tiny STM on a float32 cache; evaluate it on that cache and on its rounded and float16 copies."""
     dataset = generate_dataset(tmp_path / "data", clips=20, seed=1, size=64, seconds=2.0, workers=1, progress=False)
     full = extract_features(dataset, tmp_path / "full.h5", size=64, progress=False, storage="float32").out
-    half = convert_cache(full, tmp_path / "half.h5", "float16")
+    copies = [convert_cache(full, tmp_path / f"{storage}.h5", storage) for storage in ("rounded", "float16")]
     config = TrainConfig(dataset=str(dataset), features=str(full), out=str(tmp_path / "run"), size=64, epochs=2,
                          batch_size=8, lr=1e-3, model_options={"variant": "c+u", "channels": 32})
     best = fit(config, progress=False)
     reports = [evaluate(best, dataset, split="test", features=str(cache), protocol=Protocol(size=64), progress=False)
-               for cache in (full, half)]
-    before, after = _numbers(reports[0]["rows"]), _numbers(reports[1]["rows"])
-    assert before.keys() == after.keys() and any(key.endswith("ciou_at") for key in before)
-    assert {key: round(after[key] - value, 4) for key, value in before.items() if abs(after[key] - value) > 1e-3} == {}
+               for cache in (full, *copies)]
+    before = _numbers(reports[0]["rows"])
+    assert any(key.endswith("ciou_at") for key in before)
+    for report in reports[1:]:
+        after = _numbers(report["rows"])
+        assert before.keys() == after.keys()
+        assert {key: round(after[key] - value, 4) for key, value in before.items() if abs(after[key] - value) > 1e-3} == {}
 
 
 def _numbers(report, prefix=""):

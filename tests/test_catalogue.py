@@ -7,6 +7,7 @@ import pytest
 from avloc import catalogue
 from avloc.cli import build_parser
 from avloc.data.benchmarks.synth_scenes import RECIPES
+from avloc.data.cache import DEFAULT_STORAGE, STORAGES
 from avloc.devices import DEVICE_CHOICES
 from avloc.models import list_models
 from avloc.models._registry import describe_model
@@ -44,3 +45,5 @@ def test_flag_choices_spelled_out_in_the_cli_equal_the_live_ones():
         assert _choices(command, "--device") == DEVICE_CHOICES
     assert _choices("eval", "--protocol") == tuple(PROTOCOLS)
     assert _choices("demo", "--scenario") == tuple(RECIPES)
+    assert catalogue.STORAGE_CHOICES == _choices("extract", "--storage") == STORAGES
+    assert STORAGES[0] == DEFAULT_STORAGE

@@ -103,7 +103,7 @@ def test_eval_from_the_cache_and_from_the_videos_agree(bench, tmp_path):
     from_video = evaluate(best, dataset, split="test", protocol=Protocol(size=64), progress=False)
     for name, row in rows.items():
         for key, value in row.items():
-            # The cache holds float16 maps (extract's default storage): equal to 1e-3, issue 21's bound.
+            # The cache holds rounded maps (extract's default storage): equal to 1e-3, issue 21's bound.
             assert from_video["rows"][name][key] == pytest.approx(value, abs=1e-3), (name, key)
 
 

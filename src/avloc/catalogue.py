@@ -46,6 +46,9 @@ ENCODERS: tuple[tuple[str, str, int], ...] = (
 # avloc.devices.DEVICE_CHOICES: the --device flag's choices.
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
+# avloc.data.cache.STORAGES: the choices of `avloc extract --storage`, the default first.
+STORAGE_CHOICES = ("rounded", "float16", "float32")
+
 
 def format_models() -> str:
     """The ``avloc models`` listing: per model its paper, supervisions, whether it names the

@@ -8,7 +8,7 @@ import os
 import sys
 
 from avloc import __version__
-from avloc.catalogue import DEVICE_CHOICES  # avloc.devices' own, without torch
+from avloc.catalogue import DEVICE_CHOICES, STORAGE_CHOICES  # avloc.devices' and avloc.data.cache's, without torch
 from avloc.types import AvlocError
 
 
@@ -75,6 +75,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from avloc.data.cache import DEFAULT_STORAGE
     from avloc.data.formats.ave_features import AUTHORS_FRAMES_PER_SECOND
     from avloc.devices import resolve_device
     from avloc.extract import extract_ave_features, extract_features, parse_shard
@@ -102,7 +103,7 @@ def _extract(args: argparse.Namespace) -> int:
         result = extract_features(
             args.dataset, args.out, visual=args.visual or "small-visual", audio=args.audio or "small-audio",
             fps=4.0 if args.fps is None else args.fps, size=256 if args.size is None else args.size,
-            audio_window=args.audio_window, storage=args.storage or "float16", **common,
+            audio_window=args.audio_window, storage=args.storage or DEFAULT_STORAGE, **common,
         )
     print(f"encoded {result.extracted} clips, {result.skipped} already done")
     if result.summary:  # --skip-broken
@@ -255,8 +256,8 @@ def _localize(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("avloc-out") / Path(video).stem
     result = localize_video(video, out, model=args.model, fps=args.fps, start=args.start, end=args.end,
                             stream=args.stream, box_mode=args.boxes, sheet_frames=args.sheet_frames, device=device,
-                            progress=not args.quiet, precision=args.precision)
-    print(f"{len(result.times)} steps, {result.frames_written} frames")
+                            progress=not args.quiet, precision=args.precision, overlay=not args.no_overlay)
+    print(f"{len(result.times)} steps, {result.frames_written} frames" + (" (no overlay)" if args.no_overlay else ""))
     if result.latencies is not None:
         ms = 1000 * result.latencies
         print(f"streaming latency per step: mean {ms.mean():.1f} ms, median {np.median(ms):.1f} ms, "
@@ -273,7 +274,8 @@ def _localize_batch(args: argparse.Namespace, device) -> int:
 
     result = localize_batch(args.video, args.out or "avloc-out", model=args.model, fps=args.fps, start=args.start,
                             end=args.end, stream=args.stream, box_mode=args.boxes, sheet_frames=args.sheet_frames,
-                            device=device, progress=not args.quiet, precision=args.precision)
+                            device=device, progress=not args.quiet, precision=args.precision,
+                            overlay=not args.no_overlay)
     done, finished, skipped = (result.count(status) for status in (LOCALISED, FINISHED, SKIPPED))
     print(f"localised {done} of {len(result.rows)} videos, {skipped} skipped (see {result.summary})")
     if finished:
@@ -458,10 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="leave out the clips whose video cannot be read (missing, not a video, no decodable "
                          "frame, no sound, too short), list them with their reasons in FILE.h5.skipped.txt (--format "
                          "ave: FOLDER.skipped.txt) and go on (default: the first one stops the run)")
-    extract.add_argument("--storage", default=None, choices=["float16", "float32"],
-                         help="--format avloc: how the maps are stored (read back as float32 either way): float16, "
-                         "chunked and gzip-compressed, a quarter of the size (default); float32, exact and "
-                         "uncompressed")
+    extract.add_argument("--storage", default=None, choices=STORAGE_CHOICES,
+                         help="--format avloc: how the maps are stored (read back as float32 either way): rounded, "
+                         "float32 rounded to 13 significant bits (relative error <= 1.2e-4), shuffled and "
+                         "gzip-compressed, a third of the size (default); float16, a quarter of the size (relative "
+                         "error <= 4.9e-4); float32, exact and uncompressed")
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_device_flag(extract)
     _add_precision_flag(extract)
@@ -597,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     localize.add_argument("--boxes", default="enclosing", choices=["enclosing", "per-contour"],
                           help="one enclosing box per frame (STM authors) or one per contour")
     localize.add_argument("--sheet-frames", type=int, default=8, help="frames on the contact sheet (default 8)")
+    localize.add_argument("--no-overlay", action="store_true",
+                          help="write boxes.json, heatmaps.npz and contact_sheet.png only, no overlay.mp4: drawing "
+                          "and encoding every frame costs about as much CPU as the default encoders")
     localize.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_device_flag(localize)
     _add_precision_flag(localize)

@@ -144,8 +144,9 @@ def extract_features(
     so that the last shard knows which clips no shard writes) are left out of ``out`` and listed
     in ``<out>.skipped.txt``.
 
-    ``storage`` (:mod:`avloc.data.cache`): ``float16`` (default; chunked, compressed, a quarter
-    of the size) or ``float32`` (exact); read back as float32 either way. Whenever ``out`` is
+    ``storage`` (:mod:`avloc.data.cache`): ``rounded`` (default; 13 significant bits, chunked,
+    compressed, a third of the size), ``float16`` (a quarter) or ``float32`` (exact); read back
+    as float32 every way. Whenever ``out`` is
     written, the clips it takes from an earlier output or parts are stored in ``storage`` too.
 
     ``precision`` (:func:`avloc.accelerate.acceleration`): the encoders run under bf16 / fp16

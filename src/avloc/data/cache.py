@@ -11,15 +11,23 @@ Layout of ``FILE.h5``::
 
 Storage (``CacheMeta.storage``, ``avloc extract --storage``; reads always return float32):
 
-- ``float16`` (the default since format 2): half-precision maps, chunked so that a training
-  window reads whole chunks and nothing else (one step per chunk when a step's map is at least
-  :data:`CHUNK_BYTES`, else as many steps as make one chunk), each chunk gzip-compressed at
-  level 1. 0.26-0.27 of the float32 size for the default encoders (their BatchNorm + ReLU maps
-  are about half zeros, and peaked at 14); ``bench/cache_size.py`` measured the choice against
-  lzf, shuffle and other levels, and its cost: a window read takes 2-3x the CPU of a
-  float32 read (the decompression). Values keep 11 significant bits (relative error <= 2**-11 =
-  4.9e-4); maps beyond float16's range (|x| > 65504) are refused at extraction with a one-line
-  error (use ``float32``); values under 6.1e-5 lose relative precision (absolute error <= 3e-8).
+- ``rounded`` (the default): float32 maps whose significand is rounded (to nearest, ties to
+  even) to :data:`ROUNDED_BITS` = 12 stored bits, 13 significant bits with the implicit one:
+  relative error <= 2**-13 = 1.2e-4, a quarter of float16's, over float32's whole range. The
+  11 dropped bits are zeros, so after HDF5's byte shuffle gzip (level 4) removes them, chunked
+  as below. About 0.31-0.32 of the float32 size for the default encoders, with every number of
+  ``avloc eval`` within 1e-4 of the exact maps' on the 300-clip benchmark (float16 moved one
+  near-tied pointing frame: 0.0068); reads need no conversion.
+- ``float16``: half-precision maps, chunked so that a training window reads whole chunks and
+  nothing else (one step per chunk when a step's map is at least :data:`CHUNK_BYTES`, else as
+  many steps as make one chunk), each chunk gzip-compressed at level 1. 0.26-0.27 of the
+  float32 size for the default encoders (their BatchNorm + ReLU maps are about half zeros, and
+  peaked at 14); ``bench/cache_size.py`` measured the choice against lzf, shuffle and other
+  levels, and its cost: a window read takes 2-3x the CPU of a float32 read (the
+  decompression). Values keep 11 significant bits (relative error <= 2**-11 = 4.9e-4); maps
+  beyond float16's range (|x| > 65504) are refused at extraction with a one-line error (use
+  ``rounded`` or ``float32``); values under 6.1e-5 lose relative precision (absolute error
+  <= 3e-8).
 - ``float32``: exact maps, contiguous and uncompressed, as every format-1 cache holds (those
   carry no storage field and are read as ``float32``, unchanged).
 
@@ -58,9 +66,10 @@ if TYPE_CHECKING:  # hints only: the cache does not need the decoder or the enco
     from avloc.models.encoders import Encoder
 
 FORMAT = "avloc-features"
-FORMAT_VERSION = 2  # 2: CacheMeta.storage; maps may be float16, chunked and compressed (1: float32 only)
-STORAGES = ("float16", "float32")
-DEFAULT_STORAGE = "float16"
+FORMAT_VERSION = 2  # 2: CacheMeta.storage; maps may be rounded or float16, chunked and compressed (1: float32 only)
+STORAGES = ("rounded", "float16", "float32")
+DEFAULT_STORAGE = "rounded"
+ROUNDED_BITS = 12  # significand bits the "rounded" storage keeps of float32's 23
 CHUNK_BYTES = 32 * 1024  # smallest chunk worth a gzip stream and an index entry
 FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
@@ -162,7 +171,7 @@ class FeatureCache:
 
     def hold(self, budget_mb: float) -> None:
         """Keep whole clips in memory after their first read, up to ``budget_mb`` MiB of them as
-        stored (float16 in a version-2 cache): a training run reads every clip once a epoch, and
+        stored (float32 or float16, as the cache's storage): a training run reads every clip once a epoch, and
         later epochs then slice windows from memory instead of decompressing them again. Clips
         beyond the budget are read from the file as before. Each DataLoader worker holds its own."""
         if not budget_mb >= 0:
@@ -328,9 +337,12 @@ class PartsStore:
 
 
 def stored_maps(maps: np.ndarray, storage: str, where: str) -> np.ndarray:
-    """``(T, C, h, w)`` maps in the dtype of ``storage``; float16 refuses values beyond its range."""
+    """``(T, C, h, w)`` maps as ``storage`` keeps them: float32, float32 rounded to
+    :data:`ROUNDED_BITS` significand bits, or float16 (which refuses values beyond its range)."""
     if storage == "float32":
         return maps.astype(np.float32, copy=False)
+    if storage == "rounded":
+        return round_significand(maps, ROUNDED_BITS, where)
     if storage != "float16":
         raise AvlocError(f"unknown feature storage {storage!r}; choose one of {', '.join(STORAGES)}")
     if maps.dtype == np.float16:
@@ -338,19 +350,53 @@ def stored_maps(maps: np.ndarray, storage: str, where: str) -> np.ndarray:
     peak = float(np.abs(maps).max(initial=0.0))
     if not peak <= FLOAT16_MAX:  # NaN fails too; the reader refuses non-finite maps anyway
         raise AvlocError(f"{where}: maps reach {peak:g}, beyond float16's {FLOAT16_MAX:g}; extract with "
-                         "--storage float32")
+                         "--storage rounded or float32")
     return torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32)).half().numpy()
+
+
+def round_significand(maps: np.ndarray, bits: int, where: str) -> np.ndarray:
+    """float32 ``maps`` with the significand rounded to ``bits`` of its 23 stored bits (to
+    nearest, ties to even; the dropped bits become zeros): relative error <= 2**-(bits + 1).
+
+    Done on the bit patterns: adding half a unit of the last kept bit (less one, plus that bit
+    for ties to even) carries into the exponent exactly when rounding up reaches the next power
+    of two, so the result is the nearest representable value. Non-finite maps, and finite ones
+    that round up beyond float32's range, are refused.
+    """
+    if not 0 <= bits <= 23:
+        raise ValueError(f"bits must be in [0, 23], got {bits}")
+    values = np.ascontiguousarray(maps, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise AvlocError(f"{where}: maps hold NaN or infinite values")
+    if bits == 23:
+        return values
+    drop = np.uint32(23 - bits)
+    pattern = values.view(np.uint32)  # (same shape) the IEEE-754 bits
+    last_kept = (pattern >> drop) & np.uint32(1)  # 1 where the kept part is odd: ties go up to even
+    half_unit = np.uint32(1) << (drop - np.uint32(1))  # half the value of the last kept bit
+    dropped = (np.uint32(1) << drop) - np.uint32(1)  # mask of the bits set to zero
+    rounded = (pattern + half_unit - np.uint32(1) + last_kept) & ~dropped
+    result = rounded.view(np.float32)
+    if not np.isfinite(result).all():
+        raise AvlocError(f"{where}: maps reach {float(np.abs(values).max()):g}, which rounds beyond float32's range; "
+                         "extract with --storage float32")
+    return result
 
 
 def storage_options(shape: tuple[int, ...], storage: str) -> dict:
     """h5py ``create_dataset`` options of ``(T, ...)`` maps in ``storage``: none for float32
-    (contiguous, as format 1); for float16 gzip level 1 in chunks of whole steps, one step per
-    chunk down to :data:`CHUNK_BYTES`, so that a window of steps decompresses only itself."""
+    (contiguous, as format 1); else gzip in chunks of whole steps, one step per chunk down to
+    :data:`CHUNK_BYTES`, so that a window of steps decompresses only itself: level 1 for
+    float16; for ``rounded`` HDF5's byte shuffle first (it gathers the zeroed low bytes of
+    every value) and level 4 (6% smaller than level 1 at 1.5x its write time; reads cost the
+    same: bench/cache_size.py)."""
     if storage == "float32":
         return {}
-    step_bytes = 2 * math.prod(shape[1:])
+    step_bytes = (2 if storage == "float16" else 4) * math.prod(shape[1:])
     per_chunk = min(shape[0], max(1, math.ceil(CHUNK_BYTES / max(step_bytes, 1))))
-    return {"chunks": (per_chunk, *shape[1:]), "compression": "gzip", "compression_opts": 1}
+    rounded = storage == "rounded"
+    return {"chunks": (per_chunk, *shape[1:]), "compression": "gzip", "compression_opts": 4 if rounded else 1,
+            "shuffle": rounded}
 
 
 def write_cache(out: str | os.PathLike, meta: CacheMeta, ids: Iterable[str],
