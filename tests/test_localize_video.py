@@ -69,6 +69,24 @@ def test_localize_writes_four_consistent_outputs(trained, tmp_path):
     assert (tmp_path / "out" / "contact_sheet.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("model", ["stm", "ave"])  # streams; runs over the whole clip (its frames decoded again)
+def test_no_overlay_writes_the_same_results_and_sheet_without_the_video(trained, tmp_path, capsys, model):
+    checkpoint, video = trained
+    if model == "ave":
+        dataset = video.parent.parent
+        checkpoint = fit(TrainConfig(dataset=str(dataset), features=str(dataset.parent / "features.h5"), model="ave",
+                                     out=str(tmp_path / "run"), size=64, epochs=1, batch_size=8), progress=False)
+    full = localize_video(video, tmp_path / "full", model=checkpoint, progress=False)
+    assert main(["localize", str(video), "--model", str(checkpoint), "--out", str(tmp_path / "lean"), "--no-overlay",
+                 "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 steps, 0 frames (no overlay)" in printed and "overlay.mp4" not in printed
+    assert sorted(path.name for path in (tmp_path / "lean").iterdir()) == sorted(OUTPUTS[1:])
+    for name in ("boxes.json", "heatmaps.npz", "contact_sheet.png"):  # the video is the only difference
+        assert (tmp_path / "lean" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
+    assert set(full.files()) == set(OUTPUTS)
+
+
 @pytest.mark.parametrize(("name", "streams"), [("ezvsl", True), ("ave", False)])
 def test_every_model_localises_a_video_streaming_or_offline(trained, tmp_path, capsys, name, streams):
     """EZ-VSL (no classifier, independent steps) streams; AVE runs over the whole clip at once.

@@ -48,7 +48,7 @@ from tqdm import tqdm
 
 from avloc.atomic import atomic_path, make_folder
 from avloc.io.decode import probe
-from avloc.localize_video import OUTPUTS, Localization, localize_video
+from avloc.localize_video import Localization, localize_video, outputs
 from avloc.trained import load_trained, resolve_source
 from avloc.types import AvlocError
 
@@ -149,6 +149,7 @@ def localize_batch(
     device: str | torch.device = "cpu",
     progress: bool = True,
     precision: str = "auto",
+    overlay: bool = True,
 ) -> BatchResult:
     """Localise every video of ``inputs`` into its own folder under ``out`` and write ``out/summary.csv``.
 
@@ -169,7 +170,7 @@ def localize_batch(
         raise AvlocError(f"{trained.source}: model {trained.config.model} cannot stream: "
                          f"{trained.head.stream_refusal()}")
     settings = {"model": str(model), "model_file": _stamp(resolve_source(model)), "fps": fps, "start": start,
-                "end": end, "stream": stream, "box_mode": box_mode, "sheet_frames": sheet_frames}
+                "end": end, "stream": stream, "box_mode": box_mode, "sheet_frames": sheet_frames, "overlay": overlay}
     make_folder(out)
     result = BatchResult(out=out)
     try:
@@ -196,7 +197,8 @@ def _localize_one(item: BatchItem, folder: Path, settings: dict, batch_size: int
         result = localize_video(item.video, folder, model=settings["model"], fps=settings["fps"],
                                 start=settings["start"], end=settings["end"], stream=settings["stream"],
                                 box_mode=settings["box_mode"], sheet_frames=settings["sheet_frames"],
-                                batch_size=batch_size, device=device, progress=progress, precision=precision)
+                                batch_size=batch_size, device=device, progress=progress, precision=precision,
+                                overlay=settings["overlay"])
     except AvlocError as error:
         reason = str(error)
     except Exception as error:  # noqa: BLE001 - one broken video must not stop a batch of thousands
@@ -219,7 +221,8 @@ def _finished(item: BatchItem, folder: Path, settings: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     if (not isinstance(done, dict) or done.get("video") != _stamp(item.video) or done.get("settings") != settings
-            or not isinstance(done.get("row"), dict) or not all((folder / name).is_file() for name in OUTPUTS)):
+            or not isinstance(done.get("row"), dict)
+            or not all((folder / name).is_file() for name in outputs(settings["overlay"]))):
         return None
     row = {key: done["row"].get(key, "") for key in SUMMARY_COLUMNS}
     row.update(video=str(item.video), output=item.name, status=FINISHED)

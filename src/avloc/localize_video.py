@@ -41,7 +41,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -96,12 +96,18 @@ class Localization:
     frames_written: int
     latencies: np.ndarray | None  # (T,) seconds per step with stream=True
     timer: StageTimer
+    overlay: bool = True  # whether overlay.mp4 was written
 
     def files(self) -> dict[str, Path]:
-        return {name: self.out / name for name in OUTPUTS}
+        return {name: self.out / name for name in outputs(self.overlay)}
 
 
 OUTPUTS = ("overlay.mp4", "boxes.json", "heatmaps.npz", "contact_sheet.png")
+
+
+def outputs(overlay: bool = True) -> tuple[str, ...]:
+    """The files :func:`localize_video` writes: :data:`OUTPUTS`, less ``overlay.mp4`` without the overlay."""
+    return OUTPUTS if overlay else OUTPUTS[1:]
 
 
 def localize_video(
@@ -119,6 +125,7 @@ def localize_video(
     progress: bool = True,
     ground_truth: Sequence[tuple[float, np.ndarray]] | None = None,
     precision: str = "auto",
+    overlay: bool = True,
 ) -> Localization:
     """Localise the sounding objects of ``video`` and write the four outputs to ``out``.
 
@@ -135,6 +142,8 @@ def localize_video(
             the nearest annotation within half a step (``0.5 / fps``), none farther away.
         precision: autocast of the encoders and the model (:class:`avloc.localizer.Localizer`):
             ``auto`` is bf16 / fp16 on CUDA, float32 on the CPU.
+        overlay: False: no ``overlay.mp4`` (drawing and encoding every original frame costs
+            about as much CPU as the default encoders); only the contact sheet's frames are drawn.
 
     Raises:
         AvlocError: unreadable video, no audio stream, bad range, or a bad model checkpoint.
@@ -167,8 +176,9 @@ def localize_video(
     timer = StageTimer()
     times, heatmaps, probabilities, boxes, scores, latencies, held = [], [], [], [], [], [], []
     chunk = 1 if stream else batch_size
-    overlay = _Overlay(out, info, fps, planned, list(localizer.classes), start, end, sheet_frames, truth)
-    with overlay, tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
+    drawer = _Overlay(out, info, fps, planned, list(localizer.classes), start, end, sheet_frames, truth,
+                      video=overlay, x264_threads=1 if localizer.device.type == "cpu" else 0)  # encoders hold the cores
+    with drawer, tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
         while True:
             with timer("decoding"):
                 batch = list(islice(steps, chunk))
@@ -197,13 +207,13 @@ def localize_video(
                 latencies.append(time.perf_counter() - ready)
             if localizer.streams:
                 with timer("handing over to the overlay"):
-                    overlay.send_steps(heatmaps[-1], probabilities[-1], chunk_boxes, chunk_scores)
-                    overlay.send_frames(decoded)
+                    drawer.send_steps(heatmaps[-1], probabilities[-1], chunk_boxes, chunk_scores)
+                    drawer.send_frames(decoded)
                     decoded = []
             times.extend(step.time for step in batch)
             bar.update(len(batch))
         with timer("handing over to the overlay"):
-            overlay.send_frames(decoded)  # the frames after the last step's time
+            drawer.send_frames(decoded)  # the frames after the last step's time
         if held:
             with timer("memory + localisation"):
                 visual, audio = (torch.cat(parts) for parts in zip(*held))  # the clip's (N, Cv, h, w), (N, Ca, m, n)
@@ -213,21 +223,21 @@ def localize_video(
                 probabilities.append(clip_probabilities.numpy())
                 boxes.append(clip_boxes)
                 scores.append(clip_scores)
-            overlay.send_steps(heatmaps[-1], probabilities[-1], clip_boxes, clip_scores)
-            overlay.decode_frames()
+            drawer.send_steps(heatmaps[-1], probabilities[-1], clip_boxes, clip_scores)
+            drawer.decode_frames()
         result = Localization(
             out=out, fps=fps, times=np.asarray(times), heatmaps=np.concatenate(heatmaps),
             probabilities=np.concatenate(probabilities), classes=list(localizer.classes),
             boxes=[b for part in boxes for b in part], scores=[s for part in scores for s in part], frames_written=0,
-            latencies=np.asarray(latencies) if stream else None, timer=timer,
+            latencies=np.asarray(latencies) if stream else None, timer=timer, overlay=overlay,
         )
         with timer("writing outputs"):
             _write_json(result, video, str(model), fps)
             _write_npz(result)
-            overlay.finish()  # waits for the overlay thread's last frames
-            write_png(out / "contact_sheet.png", contact_sheet(overlay.tiles()))
-    result.frames_written = overlay.frames_written
-    timer.seconds[OVERLAY_STAGE] += overlay.busy
+            drawer.finish()  # waits for the overlay thread's last frames
+            write_png(out / "contact_sheet.png", contact_sheet(drawer.tiles()))
+    result.frames_written = drawer.frames_written
+    timer.seconds[OVERLAY_STAGE] += drawer.busy
     return result
 
 
@@ -312,14 +322,20 @@ class _Overlay:
     large operations release the GIL, so this runs beside the encoders. At most ``QUEUE``
     messages wait (one batch of frames each): memory stays bounded. Use as a context manager:
     an error on either side stops both and leaves no ``overlay.mp4``.
+
+    With ``video=False`` only the contact sheet's frames are drawn and nothing is encoded.
+    ``x264_threads`` is the video encoder's (:class:`avloc.io.write.VideoWriter`): 1 beside
+    encoders on the CPU, which hold its cores anyway.
     """
 
     QUEUE = 2
 
     def __init__(self, out: Path, info: VideoInfo, fps: float, times: np.ndarray, classes: list[str],
                  start: float | None, end: float | None, sheet_frames: int,
-                 truth: tuple[np.ndarray, list[np.ndarray]] | None) -> None:
+                 truth: tuple[np.ndarray, list[np.ndarray]] | None, video: bool = True, x264_threads: int = 0) -> None:
         self.out, self.info, self.fps, self.times, self.classes = out, info, fps, times, classes
+        self.video = video
+        self.x264_threads = x264_threads
         self.start, self.end, self.truth = start, end, truth
         self.first = times[0] - 0.5 / fps  # the processed range's start
         self.seconds = np.floor(times + 1e-9).astype(int)  # (T,) the second of each step
@@ -395,12 +411,15 @@ class _Overlay:
     def _write(self) -> None:
         info = self.info
         width, height = info.width - info.width % 2, info.height - info.height % 2  # H.264 needs even sizes
-        rate, channels, audio = iter_audio(info.path, self.start, self.end)
-        self.audio, self.audio_until, self.rate = audio, 0, rate  # samples written
         self.size = (height, width)
         self.layer, self.layer_of = None, None
-        with VideoWriter(self.out / "overlay.mp4", info.frame_rate or self.fps, width, height, rate,
-                         channels) as writer:
+        output = nullcontext(None)
+        if self.video:
+            rate, channels, audio = iter_audio(info.path, self.start, self.end)
+            self.audio, self.audio_until, self.rate = audio, 0, rate  # samples written
+            output = VideoWriter(self.out / "overlay.mp4", info.frame_rate or self.fps, width, height, rate,
+                                 channels, threads=self.x264_threads)
+        with output as writer:
             while True:
                 item = self.queue.get()
                 started = time.perf_counter()
@@ -422,8 +441,9 @@ class _Overlay:
                 self.busy += time.perf_counter() - started
             started = time.perf_counter()
             self._draw(writer, final=True)
-            for block in self.audio:
-                writer.write_audio(block)
+            if writer is not None:
+                for block in self.audio:
+                    writer.write_audio(block)
         self.busy += time.perf_counter() - started
 
     def _step_of(self, frame_time: float) -> int:
@@ -442,8 +462,9 @@ class _Overlay:
                 self.captions[second] = f"  {self.classes[int(mean.argmax())]} {100 * float(mean.max()):.0f}%"
         return self.captions[second]
 
-    def _draw(self, writer: VideoWriter, final: bool) -> None:
-        """Draw and write the pending frames whose steps are ready (all of them when ``final``)."""
+    def _draw(self, writer: VideoWriter | None, final: bool) -> None:
+        """Draw and write the pending frames whose steps are ready (all of them when ``final``);
+        without a ``writer`` only those the contact sheet takes."""
         height, width = self.size
         while self.pending:
             frame_time, frame = self.pending[0]
@@ -451,6 +472,9 @@ class _Overlay:
             if not (final or self._ready(k)):
                 return
             self.pending.popleft()
+            on_sheet = k in self.chosen and (k not in self.sheet or frame_time <= self.times[k] + 1e-6)
+            if writer is None and not on_sheet:
+                continue
             if not isinstance(frame, np.ndarray):
                 frame = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8, as iter_frames gives it
             caption = f"{frame_time:.2f} s" + self._caption(int(self.seconds[k]))
@@ -459,9 +483,11 @@ class _Overlay:
             shown = None if self.truth is None else _nearest_truth(self.truth, frame_time, 0.5 / self.fps)
             image = annotated_frame(frame[:height, :width], self.layer, self.boxes[k], self.scores[k], caption,
                                     ground_truth=shown)
-            writer.write_frame(image)
-            if k in self.chosen and (k not in self.sheet or frame_time <= self.times[k] + 1e-6):
+            if on_sheet:
                 self.sheet[k] = image  # the frame the model saw at step k
+            if writer is None:
+                continue
+            writer.write_frame(image)
             self.frames_written += 1
             wanted = round((frame_time - self.first + 1.0 / (self.info.frame_rate or self.fps)) * self.rate)
             while self.audio_until < wanted:
