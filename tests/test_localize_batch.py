@@ -96,6 +96,13 @@ def test_a_rerun_skips_finished_videos_and_redoes_changed_or_unfinished_ones(vid
     made.clear()
     result = localize_batch([videos], out, sheet_frames=4, progress=False)  # other settings: everything again
     assert sorted(made) == ["a.mkv", "a.mp4", "b.MOV", "silent.mp4"] and result.count("localised") == 3
+    made.clear()
+    assert main(["localize", str(videos), "--out", str(out), "--sheet-frames", "4", "--no-overlay", "-q"]) == 1
+    assert sorted(made) == ["a.mkv", "a.mp4", "b.MOV", "silent.mp4"]  # no overlay: another setting
+    assert not list(out.rglob("overlay.mp4")) and len(list(out.rglob("boxes.json"))) == 3
+    made.clear()
+    localize_batch([videos], out, sheet_frames=4, progress=False, overlay=False)  # finished without the video
+    assert made == ["silent.mp4"]
 
 
 def test_an_interrupted_batch_writes_the_summary_so_far(videos, tmp_path, monkeypatch):

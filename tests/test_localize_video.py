@@ -85,6 +85,8 @@ def test_no_overlay_writes_the_same_results_and_sheet_without_the_video(trained,
     for name in ("boxes.json", "heatmaps.npz", "contact_sheet.png"):  # the video is the only difference
         assert (tmp_path / "lean" / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
     assert set(full.files()) == set(OUTPUTS)
+    localize_video(video, tmp_path / "full", model=checkpoint, progress=False, overlay=False)
+    assert not (tmp_path / "full" / "overlay.mp4").exists()  # an earlier run's video would not match
 
 
 @pytest.mark.parametrize(("name", "streams"), [("ezvsl", True), ("ave", False)])

@@ -143,7 +143,8 @@ def localize_video(
         precision: autocast of the encoders and the model (:class:`avloc.localizer.Localizer`):
             ``auto`` is bf16 / fp16 on CUDA, float32 on the CPU.
         overlay: False: no ``overlay.mp4`` (drawing and encoding every original frame costs
-            about as much CPU as the default encoders); only the contact sheet's frames are drawn.
+            about as much CPU as the default encoders); only the contact sheet's frames are
+            drawn, and an ``overlay.mp4`` an earlier run left in ``out`` is removed.
 
     Raises:
         AvlocError: unreadable video, no audio stream, bad range, or a bad model checkpoint.
@@ -236,6 +237,8 @@ def localize_video(
             _write_npz(result)
             drawer.finish()  # waits for the overlay thread's last frames
             write_png(out / "contact_sheet.png", contact_sheet(drawer.tiles()))
+            if not overlay:  # an earlier run's video would not match these results
+                (out / "overlay.mp4").unlink(missing_ok=True)
     result.frames_written = drawer.frames_written
     timer.seconds[OVERLAY_STAGE] += drawer.busy
     return result
