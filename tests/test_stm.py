@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from avloc.models import STM, create_model
-from avloc.models.blocks import affinity_propagation
+from avloc.models.blocks import affinity_propagation, unit_vectors
 from avloc.models.memory import VARIANTS, window_mask
 from avloc.types import AVOutput, AvlocError, FeatureShapeError
 
@@ -412,3 +412,18 @@ def test_the_map_is_the_papers_map_spread_over_the_encoder_cells():
     for bad in (0.0, -1.0):
         with pytest.raises(AvlocError, match="affinity_temperature"):
             small_stm(affinity_temperature=bad)
+
+
+@pytest.mark.parametrize("dim", [-3, -2, -1])
+def test_unit_vectors_equal_f_normalize_and_keep_zero_vectors_zero(dim):
+    x = torch.randn(2, 5, 7, 3) * 10.0 ** torch.randint(-3, 4, (2, 1, 1, 1)).float()
+    x[0, :, :, 0] = 0.0  # zero vectors along dims -3 and -2: F.normalize leaves them zero
+    x.requires_grad_(True)
+    unit = unit_vectors(x, dim)
+    torch.testing.assert_close(unit, torch.nn.functional.normalize(x, dim=dim), rtol=1e-6, atol=1e-7)
+    nonzero = x.detach().abs().sum(dim=dim) > 0
+    norms = unit.detach().norm(dim=dim)
+    torch.testing.assert_close(norms[nonzero], torch.ones(int(nonzero.sum())))
+    assert (norms[~nonzero] == 0).all() and (~nonzero).any() == (dim != -1)
+    unit.sum().backward()  # differentiable, finite even at the zero vectors
+    assert torch.isfinite(x.grad).all()

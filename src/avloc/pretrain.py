@@ -37,6 +37,7 @@ from avloc.atomic import atomic_path
 from avloc.data.benchmarks.composite_assets import load_picture, scan_assets
 from avloc.data.benchmarks.composite_render import compose, make_background, prepare_sprite, visible_masks, warp_sprite
 from avloc.data.benchmarks.object_sizes import size_table
+from avloc.models.blocks import unit_vectors
 from avloc.models.encoders import create_encoder
 from avloc.types import AvlocError
 
@@ -123,7 +124,7 @@ def delimiting_gap(features: torch.Tensor, owner: torch.Tensor, stride: int, min
     A cell belongs to the object that covers most of its pixels (more than half). Objects with
     fewer than ``min_cells`` cells are left out. Returns the mean gap and the number of objects.
     """
-    unit = F.normalize(features, dim=1)  # (B, C, h, w)
+    unit = unit_vectors(features, dim=1)  # (B, C, h, w), unit over C
     targets = cell_targets(owner, int(owner.max().clamp(min=0)) + 1, stride)  # (B, K+1, h, w)
     share, label = targets.max(dim=1)  # (B, h, w) each
     label = torch.where(share > 0.5, label, torch.full_like(label, -1))

@@ -46,7 +46,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from avloc.models.blocks import check_choice
+from avloc.models.blocks import check_choice, unit_vectors
 from avloc.types import AvlocError
 
 NEGATIVE_POOLS = ("max", "mean")  # how a negative bag is scored: EZ-VSL (max), TAVLO (mean)
@@ -62,7 +62,7 @@ def cosine_map(audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(..., h, w)`` in [-1, 1].
     """
-    audio, visual = F.normalize(audio, dim=-1), F.normalize(visual, dim=-3)
+    audio, visual = unit_vectors(audio, dim=-1), unit_vectors(visual, dim=-3)
     return torch.einsum("...c,...chw->...hw", audio, visual)  # (..., C), (..., C, h, w) -> (..., h, w)
 
 
@@ -79,7 +79,7 @@ def bag_similarities(audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
     if audio.shape[:-1] != visual.shape[:-3] or audio.shape[-1] != visual.shape[-3]:
         raise ValueError(f"expected audio (..., N, C) and visual (..., N, C, h, w), "
                          f"got {tuple(audio.shape)} and {tuple(visual.shape)}")
-    audio, visual = F.normalize(audio, dim=-1), F.normalize(visual, dim=-3)
+    audio, visual = unit_vectors(audio, dim=-1), unit_vectors(visual, dim=-3)
     # (..., N, C), (..., N, C, h, w) -> (..., N, N, h, w)
     similarity = torch.einsum("...ic,...jchw->...ijhw", audio, visual)
     return similarity.flatten(-2)  # (..., N, N, h, w) -> (..., N, N, h*w)
