@@ -24,7 +24,8 @@ model that cannot stream, its encoded steps):
    maps only at the clip's end, so its overlay decodes the video a second time instead of
    holding every frame. About one batch of original frames is held between the two.
 
-Outputs in ``out``: ``overlay.mp4``, ``boxes.json``, ``heatmaps.npz``, ``contact_sheet.png``
+Outputs in ``out``: ``overlay.mp4`` (not with ``overlay=False``, ``--no-overlay``: then only
+the contact sheet's frames are drawn), ``boxes.json``, ``heatmaps.npz``, ``contact_sheet.png``
 (each written atomically). Box scores are the share of the map's mass inside the box (STM's
 S_n with the map normalised to sum 1). The class of a second is the argmax of the mean class
 probabilities of its steps.
@@ -127,7 +128,7 @@ def localize_video(
     precision: str = "auto",
     overlay: bool = True,
 ) -> Localization:
-    """Localise the sounding objects of ``video`` and write the four outputs to ``out``.
+    """Localise the sounding objects of ``video`` and write the four outputs (three without the overlay) to ``out``.
 
     Args:
         model: ``"default"`` (the built-in model) or a checkpoint path.

@@ -15,9 +15,10 @@ Storage (``CacheMeta.storage``, ``avloc extract --storage``; reads always return
   even) to :data:`ROUNDED_BITS` = 12 stored bits, 13 significant bits with the implicit one:
   relative error <= 2**-13 = 1.2e-4, a quarter of float16's, over float32's whole range. The
   11 dropped bits are zeros, so after HDF5's byte shuffle gzip (level 4) removes them, chunked
-  as below. About 0.31-0.32 of the float32 size for the default encoders, with every number of
-  ``avloc eval`` within 1e-4 of the exact maps' on the 300-clip benchmark (float16 moved one
-  near-tied pointing frame: 0.0068); reads need no conversion.
+  as below. 0.31-0.32 of the float32 size for the default encoders, with every number of
+  ``avloc eval`` within 3e-5 of the exact maps' on the demo clips and the 300-clip benchmark
+  (float16 moved one near-tied pointing frame: 0.0068); reads need no conversion, but a window
+  inflates twice float16's bytes (2.95 ms against 1.9).
 - ``float16``: half-precision maps, chunked so that a training window reads whole chunks and
   nothing else (one step per chunk when a step's map is at least :data:`CHUNK_BYTES`, else as
   many steps as make one chunk), each chunk gzip-compressed at level 1. 0.26-0.27 of the
@@ -388,8 +389,8 @@ def storage_options(shape: tuple[int, ...], storage: str) -> dict:
     (contiguous, as format 1); else gzip in chunks of whole steps, one step per chunk down to
     :data:`CHUNK_BYTES`, so that a window of steps decompresses only itself: level 1 for
     float16; for ``rounded`` HDF5's byte shuffle first (it gathers the zeroed low bytes of
-    every value) and level 4 (6% smaller than level 1 at 1.5x its write time; reads cost the
-    same: bench/cache_size.py)."""
+    every value) and level 4 (5% smaller than level 1 at 1.4x its write time; reads cost about
+    the same: bench/cache_size.py)."""
     if storage == "float32":
         return {}
     step_bytes = (2 if storage == "float16" else 4) * math.prod(shape[1:])
