@@ -59,14 +59,14 @@ def test_cache_holds_every_clip_with_shapes_and_metadata(full_cache):
 
 def test_resume_after_interruption_gives_the_same_file(tiny_dataset, full_cache, tmp_path, monkeypatch):
     out = tmp_path / "features.h5"
-    real_encode = interrupt_after(monkeypatch, avloc.extract, "encode_clip", 2)
+    real_join = interrupt_after(monkeypatch, avloc.extract, "join_features", 2)  # the third clip dies
     with pytest.raises(KeyboardInterrupt):
         extract_features(tiny_dataset, out, **SETTINGS)
     assert not out.exists()
     parts = sorted(p.name for p in out.with_name("features.h5.parts").glob("*.npz"))
     assert parts == ["clip%2F0.npz", "clip%2F1.npz"]
 
-    monkeypatch.setattr(avloc.extract, "encode_clip", real_encode)
+    monkeypatch.setattr(avloc.extract, "join_features", real_join)
     result = extract_features(tiny_dataset, out, **SETTINGS)
     assert (result.extracted, result.skipped) == (1, 2)
     _assert_same(out, full_cache)
@@ -153,3 +153,10 @@ def test_corrupt_video_is_reported_before_any_clip_is_encoded(tiny_dataset, tmp_
     assert main(["extract", str(broken), "--out", str(out), "--size", "64", "--skip-broken", "-q"]) == 0
     assert len(FeatureCache(out)) == 2
     assert "2.mp4: not a readable video file" in (tmp_path / "f.h5.skipped.txt").read_text()
+
+
+def test_decoding_workers_write_the_same_file(tiny_dataset, full_cache, tmp_path):
+    """What `--workers` (on by default on CUDA) changes is who decodes, not the features."""
+    result = extract_features(tiny_dataset, tmp_path / "features.h5", workers=2, **SETTINGS)
+    assert result.extracted == 3
+    _assert_same(tmp_path / "features.h5", full_cache)

@@ -69,6 +69,20 @@ def test_localize_writes_four_consistent_outputs(trained, tmp_path):
     assert (tmp_path / "out" / "contact_sheet.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_decoding_ahead_on_a_thread_changes_nothing_it_writes(trained, tmp_path, stream):
+    """On CUDA the next steps are decoded on a thread (decode_ahead); forced here on the CPU."""
+    checkpoint, video = trained
+    runs = {ahead: localize_video(video, tmp_path / str(ahead), model=checkpoint, progress=False, stream=stream,
+                                  batch_size=3, decode_ahead=ahead) for ahead in (False, True)}
+    assert runs[True].frames_written == runs[False].frames_written == 32
+    for name in ("boxes.json", "heatmaps.npz", "contact_sheet.png"):
+        assert (tmp_path / "True" / name).read_bytes() == (tmp_path / "False" / name).read_bytes(), name
+    overlays = [np.stack([frame for _, frame in iter_frames(tmp_path / str(ahead) / "overlay.mp4")])
+                for ahead in (False, True)]
+    assert np.array_equal(*overlays)
+
+
 @pytest.mark.parametrize("model", ["stm", "ave"])  # streams; runs over the whole clip (its frames decoded again)
 def test_no_overlay_writes_the_same_results_and_sheet_without_the_video(trained, tmp_path, capsys, model):
     checkpoint, video = trained

@@ -10,6 +10,11 @@ CUDA          bf16 where the GPU has it, else fp16   yes             yes        
 CPU, MPS      off (float32)                          no              no           0
 ============  =====================================  ==============  ===========  ==============
 
+Loader workers are ``avloc train``'s DataLoader processes and ``avloc extract``'s decoding
+processes (:func:`avloc.io.prefetch.decoded_chunks`); where they are on, ``avloc localize``
+decodes its next steps on a thread (:func:`avloc.io.prefetch.prefetched`). On the CPU the
+encoders hold every core, so decoding stays in line with them.
+
 On the CPU ``auto`` is exactly today's float32 path (no autocast, no layout change), so the
 numbers in docs/results.md repeat bit for bit; ``--precision bf16`` (or fp16) forces autocast
 there too, which is how tests/test_accelerate.py checks the GPU path's arithmetic on a machine

@@ -91,6 +91,8 @@ def _extract(args: argparse.Namespace) -> int:
                              "its frames set by --frames-per-second)")
         if args.storage is not None:
             raise AvlocError("--storage applies to --format avloc only (the AVE layout holds float32 arrays)")
+        if args.workers is not None:
+            raise AvlocError("--workers applies to --format avloc only")
         result = extract_ave_features(
             args.dataset, args.out, visual=args.visual or "vgg19", audio=args.audio or "vggish-embed",
             size=224 if args.size is None else args.size,
@@ -103,7 +105,7 @@ def _extract(args: argparse.Namespace) -> int:
         result = extract_features(
             args.dataset, args.out, visual=args.visual or "small-visual", audio=args.audio or "small-audio",
             fps=4.0 if args.fps is None else args.fps, size=256 if args.size is None else args.size,
-            audio_window=args.audio_window, storage=args.storage or DEFAULT_STORAGE, **common,
+            audio_window=args.audio_window, storage=args.storage or DEFAULT_STORAGE, workers=args.workers, **common,
         )
     print(f"encoded {result.extracted} clips, {result.skipped} already done")
     if result.summary:  # --skip-broken
@@ -465,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "float32 rounded to 13 significant bits (relative error <= 1.2e-4), shuffled and "
                          "gzip-compressed, a third of the size (default); float16, a quarter of the size (relative "
                          "error <= 4.9e-4); float32, exact and uncompressed")
+    extract.add_argument("--workers", type=int, default=None,
+                         help="--format avloc: processes decoding videos ahead of the encoders (default: up to 4 on "
+                         "CUDA, 0 on the CPU, where decoding shares the encoders' cores)")
     extract.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_device_flag(extract)
     _add_precision_flag(extract)

@@ -4,8 +4,9 @@ One decoding pass over the file, streaming, and two kinds of work on it at once 
 grow with the video's length except by the low-resolution maps, about 1 kB per step, and, for a
 model that cannot stream, its encoded steps):
 
-1. **Model**: steps at ``fps`` (frame + the audio centred on it) are decoded, encoded in
-   batches and fed to the model's memory a batch at a time (:class:`avloc.localizer.Localizer`);
+1. **Model**: steps at ``fps`` (frame + the audio centred on it) are decoded (on CUDA by a
+   thread, up to two batches ahead of the encoders), encoded in batches and fed to the
+   model's memory a batch at a time (:class:`avloc.localizer.Localizer`);
    a model that cannot stream (AVE, DMRFE, AVFB, TAVLO) gets the whole clip's encoded
    steps at once (held in memory: about 130 kB per step with the default encoders at 256 px);
    each step gives a heat map and class probabilities (none without a classifier), then boxes
@@ -41,8 +42,8 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -53,7 +54,8 @@ from tqdm import tqdm
 
 from avloc.atomic import atomic_path
 from avloc.trained import load_trained
-from avloc.io.decode import frame_times, iter_audio, iter_frames, iter_steps, probe
+from avloc.io.decode import AVStep, frame_times, iter_audio, iter_frames, iter_steps, probe
+from avloc.io.prefetch import prefetched
 from avloc.io.write import VideoWriter
 from avloc.map_geometry import frame_boxes
 from avloc.localizer import Localizer
@@ -127,6 +129,7 @@ def localize_video(
     ground_truth: Sequence[tuple[float, np.ndarray]] | None = None,
     precision: str = "auto",
     overlay: bool = True,
+    decode_ahead: bool | None = None,
 ) -> Localization:
     """Localise the sounding objects of ``video`` and write the four outputs (three without the overlay) to ``out``.
 
@@ -146,6 +149,9 @@ def localize_video(
         overlay: False: no ``overlay.mp4`` (drawing and encoding every original frame costs
             about as much CPU as the default encoders); only the contact sheet's frames are
             drawn, and an ``overlay.mp4`` an earlier run left in ``out`` is removed.
+        decode_ahead: decode the next steps on a thread while the encoders work
+            (:func:`avloc.io.prefetch.prefetched`); None: on CUDA (where the CPU is free
+            meanwhile), not on the CPU (where decoding and the encoders share the cores).
 
     Raises:
         AvlocError: unreadable video, no audio stream, bad range, or a bad model checkpoint.
@@ -164,10 +170,13 @@ def localize_video(
     # One decoding pass: a streaming model's steps and every original frame for the overlay (the
     # overlay of a frame waits for its step's map); a model that cannot stream has no map before
     # the clip's end, so its overlay decodes the file again rather than hold every frame.
-    decoded: list[tuple[float, object]] = []  # (time, av.VideoFrame) not yet sent to the overlay
+    decoded: list[tuple[float, object]] = []  # (time, av.VideoFrame) since the last step
     steps = iter_steps(video, fps=fps, size=localizer.frame_size, sample_rate=localizer.mel.sample_rate,
                        start=start, end=end,  # checks fps and the range now, before the first step
                        frames_to=(lambda moment, frame: decoded.append((moment, frame))) if localizer.streams else None)
+    items = _with_frames(steps, decoded)  # (step, its frames) ..., then (None, the frames after the last step)
+    if localizer.accel.workers > 0 if decode_ahead is None else decode_ahead:  # decoding beside the encoders
+        items = prefetched(items, depth=2 * (1 if stream else batch_size))
     planned = frame_times(start or 0.0, info.duration if end is None else end, fps)  # (T,) the steps' times
     total = len(planned)
     if not total:
@@ -180,11 +189,15 @@ def localize_video(
     chunk = 1 if stream else batch_size
     drawer = _Overlay(out, info, fps, planned, list(localizer.classes), start, end, sheet_frames, truth,
                       video=overlay, x264_threads=1 if localizer.device.type == "cpu" else 0)  # encoders hold the cores
-    with drawer, tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
+    with drawer, closing(items), tqdm(desc="localise", unit="step", disable=not progress, total=total) as bar:
         while True:
             with timer("decoding"):
-                batch = list(islice(steps, chunk))
+                taken = list(islice(items, chunk))
+            batch = [step for step, _ in taken if step is not None]
+            frames_taken = [frame for _, frames in taken for frame in frames]  # in decoding order
             if not batch:
+                with timer("handing over to the overlay"):
+                    drawer.send_frames(frames_taken)  # the frames after the last step's time
                 break
             ready = time.perf_counter()
             frames = torch.stack([step.frame for step in batch])  # (N, 3, H, W)
@@ -210,12 +223,9 @@ def localize_video(
             if localizer.streams:
                 with timer("handing over to the overlay"):
                     drawer.send_steps(heatmaps[-1], probabilities[-1], chunk_boxes, chunk_scores)
-                    drawer.send_frames(decoded)
-                    decoded = []
+                    drawer.send_frames(frames_taken)
             times.extend(step.time for step in batch)
             bar.update(len(batch))
-        with timer("handing over to the overlay"):
-            drawer.send_frames(decoded)  # the frames after the last step's time
         if held:
             with timer("memory + localisation"):
                 visual, audio = (torch.cat(parts) for parts in zip(*held))  # the clip's (N, Cv, h, w), (N, Ca, m, n)
@@ -243,6 +253,20 @@ def localize_video(
     result.frames_written = drawer.frames_written
     timer.seconds[OVERLAY_STAGE] += drawer.busy
     return result
+
+
+def _with_frames(steps: Iterator[AVStep], decoded: list) -> Iterator[tuple[AVStep | None, list]]:
+    """Each step with the original frames decoded since the step before it (``decoded``, which
+    ``steps``' ``frames_to`` fills), then ``(None, the frames after the last step)``: the pairs
+    travel together, so a thread may decode ahead of the consumer."""
+    def taken() -> list:
+        frames = decoded[:]
+        decoded.clear()
+        return frames
+
+    for step in steps:
+        yield step, taken()
+    yield None, taken()
 
 
 def _annotations(ground_truth: Sequence[tuple[float, np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:

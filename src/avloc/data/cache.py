@@ -47,7 +47,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -129,19 +129,33 @@ def encode_clip(
     device: str | torch.device,
 ) -> ClipFeatures:
     """Encode a stream of steps ``batch_size`` at a time (bounded memory for any length)."""
-    visual_maps, audio_maps, times = [], [], []
+    parts = []
     while batch := list(islice(steps, batch_size)):
         frames = torch.stack([step.frame for step in batch]).to(device)  # (B, 3, H, W)
         segments = torch.stack([step.segment for step in batch]).to(device)  # (B, L)
-        visual_maps.append(visual_encoder(frames).float().cpu().numpy())
-        audio_maps.append(audio_encoder(log_mel(segments, mel)).float().cpu().numpy())
-        times.extend(step.time for step in batch)
-    if not times:
+        parts.append(encode_batch(frames, segments, visual_encoder, audio_encoder, mel,
+                                  np.array([step.time for step in batch], dtype=np.float64)))
+    return join_features(parts)
+
+
+@torch.inference_mode()
+def encode_batch(frames: torch.Tensor, segments: torch.Tensor, visual_encoder: Encoder, audio_encoder: Encoder,
+                 mel: MelConfig, times: np.ndarray) -> ClipFeatures:
+    """The features of consecutive steps: ``frames (B, 3, H, W)`` and ``segments (B, L)``, on
+    the encoders' device, at ``times (B,)``; maps back on the CPU as float32."""
+    return ClipFeatures(visual=visual_encoder(frames).float().cpu().numpy(),  # (B, C, h, w)
+                        audio=audio_encoder(log_mel(segments, mel)).float().cpu().numpy(),  # (B, C, m, n)
+                        times=times)
+
+
+def join_features(parts: Sequence[ClipFeatures]) -> ClipFeatures:
+    """Consecutive parts of one clip as one; no parts: a clip of no steps."""
+    if not parts:
         return ClipFeatures(np.empty((0,)), np.empty((0,)), np.empty((0,)))
     return ClipFeatures(
-        visual=np.concatenate(visual_maps),  # (T, C, h, w)
-        audio=np.concatenate(audio_maps),  # (T, C, m, n)
-        times=np.asarray(times, dtype=np.float64),
+        visual=np.concatenate([part.visual for part in parts]),  # (T, C, h, w)
+        audio=np.concatenate([part.audio for part in parts]),  # (T, C, m, n)
+        times=np.concatenate([part.times for part in parts]).astype(np.float64),
     )
 
 
