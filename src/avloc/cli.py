@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "frame, no sound, too short), list them with their reasons in FILE.h5.skipped.txt (--format "
                          "ave: FOLDER.skipped.txt) and go on (default: the first one stops the run)")
     extract.add_argument("--storage", default=None, choices=STORAGE_CHOICES,
-                         help="--format avloc: how the maps are stored (read back as float32 either way): rounded, "
+                         help="--format avloc: how the maps are stored (read back as float32 whichever it is): rounded, "
                          "float32 rounded to 13 significant bits (relative error <= 1.2e-4), shuffled and "
                          "gzip-compressed, a third of the size (default); float16, a quarter of the size (relative "
                          "error <= 4.9e-4); float32, exact and uncompressed")
