@@ -312,6 +312,11 @@ def test_cli_extract_format_ave_and_its_refusals(tiny_dataset, tmp_path, capsys)
     assert "--fps and --audio-window do not apply to --format ave" in capsys.readouterr().err
     assert main(["extract", str(tiny_dataset), "--frames-per-second", "2", "--out", str(tmp_path / "f.h5"), "-q"]) == 2
     assert "--frames-per-second applies to --format ave only" in capsys.readouterr().err
+    assert main(["extract", str(tiny_dataset), "--format", "ave", "--workers", "2", "--out", str(out), "-q"]) == 2
+    assert "--workers applies to --format avloc only" in capsys.readouterr().err
+    assert main(["extract", str(tiny_dataset), "--workers", "-1", "--out", str(tmp_path / "f.h5"), "-q"]) == 2
+    assert capsys.readouterr().err.strip() == "avloc: error: workers must be >= 0, got -1"
+    assert not (tmp_path / "f.h5").exists() and not out.exists()
 
 
 def test_cli_extract_format_ave_defaults_give_the_authors_shapes(tmp_path, capsys):
