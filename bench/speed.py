@@ -4,7 +4,8 @@
 
 For each encoder configuration, in its own process (for a clean peak-memory figure), on one
 synthetic clip of ``--seconds`` s (256 px video, 16 fps, audio), at 4 steps per second with
-frames resized to 256 px, each measurement the fastest of ``--repeat`` runs (the machine is shared):
+frames resized to 256 px, each measurement the fastest of ``--repeat`` runs, the three kinds of run
+interleaved round by round (the machine is shared, and its speed drifts):
 
 - **end to end**: `localize_video` (one decoding pass; the overlay video drawn and encoded on
   its own thread while the model works; boxes, maps and contact sheet) -> steps per second,
@@ -74,41 +75,46 @@ def random_checkpoint(visual: str, audio: str, path: Path) -> Path:
     return path
 
 
-def encoder_limit(localizer: Localizer, video: Path, repeat: int) -> tuple[float, float]:
-    """Steps per second of the encoders alone (visual, log-mel, audio) on the clip's steps, and
-    their CPU seconds per step: the fastest of ``repeat`` passes."""
-    clip = read_clip(video, fps=FPS, size=SIZE, sample_rate=localizer.mel.sample_rate)
-    localizer.encode(clip.frames[:2], clip.segments[:2])  # warm-up
-    passes = []
-    for _ in range(repeat):
-        started, cpu = time.perf_counter(), time.process_time()
-        for first in range(0, len(clip.times), BATCH):
-            localizer.encode(clip.frames[first : first + BATCH], clip.segments[first : first + BATCH])
-        passes.append((time.perf_counter() - started, time.process_time() - cpu))
-    seconds, cpu = min(passes)
-    return len(clip.times) / seconds, cpu / len(clip.times)
+def timed(work) -> tuple:
+    """``work()``'s result, its wall seconds and its CPU seconds (every thread of the process)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    result = work()
+    return result, time.perf_counter() - started, time.process_time() - cpu
 
 
-def timed_localize(video: Path, out: Path, model: str, repeat: int, **options) -> tuple:
-    """The fastest of ``repeat`` runs of ``localize_video``: its result, wall seconds and CPU
-    seconds (every thread)."""
-    runs = []
+def encode_all(localizer: Localizer, clip) -> None:
+    """The encoders alone (visual, log-mel, audio) on every step of ``clip``, batched as localize batches them."""
+    for first in range(0, len(clip.times), BATCH):
+        localizer.encode(clip.frames[first : first + BATCH], clip.segments[first : first + BATCH])
+
+
+def fastest_rounds(runs: dict, repeat: int) -> dict:
+    """Each of ``runs`` (name -> work) ``repeat`` times, interleaved round by round (so that the
+    machine's speed drifting during the measurement weighs on every run alike); per name the
+    fastest ``(result, wall seconds, CPU seconds)``."""
+    best = {}
     for _ in range(repeat):
-        started, cpu = time.perf_counter(), time.process_time()
-        result = localize_video(video, out, model=model, progress=False, **options)
-        runs.append((time.perf_counter() - started, time.process_time() - cpu, result))
-    seconds, cpu, result = min(runs, key=lambda run: run[0])
-    return result, seconds, cpu
+        for name, work in runs.items():
+            measured = timed(work)
+            if name not in best or measured[1] < best[name][1]:
+                best[name] = measured
+    return best
 
 
 def measure(name: str, video: Path, work: Path, repeat: int) -> dict:
     """One configuration, in this process."""
     model = "default" if CONFIGS[name] is None else str(random_checkpoint(*CONFIGS[name], work / f"{name}.pt"))
     localizer = Localizer(load_trained(model))
-    limit, limit_cpu = encoder_limit(localizer, video, repeat)
+    clip = read_clip(video, fps=FPS, size=SIZE, sample_rate=localizer.mel.sample_rate)
+    localizer.encode(clip.frames[:2], clip.segments[:2])  # warm-up
     localize_video(video, work / "warm", model=model, end=1.0, progress=False)  # warm-up (imports, caches)
-    result, seconds, cpu = timed_localize(video, work / name, model, repeat)
-    lean, lean_seconds, lean_cpu = timed_localize(video, work / f"{name}-lean", model, repeat, overlay=False)
+    best = fastest_rounds({
+        "limit": lambda: encode_all(localizer, clip),
+        "end to end": lambda: localize_video(video, work / name, model=model, progress=False),
+        "no overlay": lambda: localize_video(video, work / f"{name}-lean", model=model, progress=False, overlay=False),
+    }, repeat)
+    (_, limit_seconds, limit_cpu), (result, seconds, cpu), (lean, lean_seconds, lean_cpu) = best.values()
+    limit, limit_cpu = len(clip.times) / limit_seconds, limit_cpu / len(clip.times)
     live = localize_video(video, work / f"{name}-stream", model=model, stream=True, progress=False)
     steps = len(result.times)
     cores = len(os.sched_getaffinity(0))
