@@ -8,7 +8,9 @@ frames resized to 256 px, each measurement the fastest of ``--repeat`` runs, the
 interleaved round by round (the machine is shared, and its speed drifts):
 
 - **end to end**: `localize_video` (one decoding pass; the overlay video drawn and encoded on
-  its own thread while the model works; boxes, maps and contact sheet) -> steps per second,
+  its own thread while the model works; boxes, maps and contact sheet) with the model loaded
+  once beforehand (:func:`avloc.localize_video.localizer_for`, timed apart as the model's
+  setup: `avloc localize DIR` pays it once for all its videos) -> steps per second,
   real-time factor (processing time / clip length), peak resident memory, the share of time
   per stage of the calling thread and the overlay thread's busy time (which overlaps them);
 - **without the overlay**: `localize_video(overlay=False)` (`avloc localize --no-overlay`:
@@ -42,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +52,8 @@ import torch
 
 from avloc.checkpoint import save_checkpoint
 from avloc.data.benchmarks.synth import generate_dataset
-from avloc.trained import load_trained
 from avloc.io.decode import read_clip
-from avloc.localize_video import OVERLAY_STAGE, STAGES, localize_video
+from avloc.localize_video import OVERLAY_STAGE, STAGES, localize_video, localizer_for
 from avloc.localizer import Localizer
 from avloc.models.encoders import create_encoder
 from avloc.config import TrainConfig, build_model
@@ -104,25 +106,26 @@ def fastest_rounds(runs: dict, repeat: int) -> dict:
 def measure(name: str, video: Path, work: Path, repeat: int) -> dict:
     """One configuration, in this process."""
     model = "default" if CONFIGS[name] is None else str(random_checkpoint(*CONFIGS[name], work / f"{name}.pt"))
-    localizer = Localizer(load_trained(model))
+    localizer, setup_seconds, _ = timed(lambda: localizer_for(model))  # once, as `avloc localize DIR` does
     clip = read_clip(video, fps=FPS, size=SIZE, sample_rate=localizer.mel.sample_rate)
     localizer.encode(clip.frames[:2], clip.segments[:2])  # warm-up
-    localize_video(video, work / "warm", model=model, end=1.0, progress=False)  # warm-up (imports, caches)
+    run = partial(localize_video, video, model=model, progress=False, localizer=localizer)
+    run(work / "warm", end=1.0)  # warm-up (imports, caches)
     best = fastest_rounds({
         "limit": lambda: encode_all(localizer, clip),
-        "end to end": lambda: localize_video(video, work / name, model=model, progress=False),
-        "no overlay": lambda: localize_video(video, work / f"{name}-lean", model=model, progress=False, overlay=False),
+        "end to end": lambda: run(work / name),
+        "no overlay": lambda: run(work / f"{name}-lean", overlay=False),
     }, repeat)
     (_, limit_seconds, limit_cpu), (result, seconds, cpu), (lean, lean_seconds, lean_cpu) = best.values()
     limit, limit_cpu = len(clip.times) / limit_seconds, limit_cpu / len(clip.times)
-    live = localize_video(video, work / f"{name}-stream", model=model, stream=True, progress=False)
+    live = run(work / f"{name}-stream", stream=True)
     steps = len(result.times)
     cores = len(os.sched_getaffinity(0))
     shares = {stage: result.timer.seconds.get(stage, 0.0) / seconds for stage in (*STAGES, OVERLAY_STAGE)}
     encoder_time = sum(result.timer.seconds.get(s, 0.0) for s in ENCODER_STAGES)
     return {
         "config": name, "steps": steps, "frames_written": result.frames_written, "seconds": seconds,
-        "steps_per_second": steps / seconds, "limit_steps_per_second": limit,
+        "steps_per_second": steps / seconds, "limit_steps_per_second": limit, "setup_seconds": setup_seconds,
         "no_overlay_steps_per_second": len(lean.times) / lean_seconds, "cores": cores,
         "cpu_ms_per_step": {"encoders alone": 1000 * limit_cpu, "end to end": 1000 * cpu / steps,
                             "end to end, no overlay": 1000 * lean_cpu / len(lean.times)},
@@ -140,12 +143,14 @@ def report(rows: list[dict], clip_seconds: float) -> str:
         f"One synthetic clip of {clip_seconds:g} s (256 px video at 16 fps, mono audio), {FPS:g} steps per second, "
         f"frames resized to {SIZE} px, encoders batched by {BATCH}; `torch` on {torch.get_num_threads()} threads. "
         "End to end = `localize_video`: model pass plus overlay video (every original frame), boxes.json, "
-        "heatmaps.npz and contact sheet. Limit = the encoders alone on the same decoded steps.",
+        "heatmaps.npz and contact sheet, with the model loaded once beforehand (`localizer_for`, as "
+        "`avloc localize DIR` loads it once for all its videos; that setup is the \"model setup\" column). "
+        "Limit = the encoders alone on the same decoded steps.",
         "",
         "| encoders | end to end (steps/s) | limit (steps/s) | ratio | no overlay (steps/s) | ratio | "
-        "real-time factor | peak RSS (MB) | memory + localisation / encoders | "
+        "real-time factor | peak RSS (MB) | model setup (s) | memory + localisation / encoders | "
         "streaming latency mean / p95 / max (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lat, limit = row["latency_ms"], row["limit_steps_per_second"]
@@ -153,7 +158,7 @@ def report(rows: list[dict], clip_seconds: float) -> str:
             f"| {row['config']} | {row['steps_per_second']:.1f} | {limit:.1f} | "
             f"{row['steps_per_second'] / limit:.0%} | {row['no_overlay_steps_per_second']:.1f} | "
             f"{row['no_overlay_steps_per_second'] / limit:.0%} | {row['real_time_factor']:.2f} | "
-            f"{row['peak_rss_mb']:.0f} | {row['memory_over_encoders']:.1%} | "
+            f"{row['peak_rss_mb']:.0f} | {row['setup_seconds']:.1f} | {row['memory_over_encoders']:.1%} | "
             f"{lat['mean']:.0f} / {lat['p95']:.0f} / {lat['max']:.0f} |")
     lines += ["", "CPU time per step (every thread of the process). A run that needs c CPU-ms a step on n cores "
               "cannot exceed n / c steps per second, so its ratio to the limit is at most that bound, however "

@@ -157,3 +157,13 @@ def test_output_names_are_collision_free_and_outputs_are_not_inputs(tmp_path):
                                                                 ("x.mp4", "x")]
     with pytest.raises(AvlocError, match="no videos in"):
         find_videos([root / "out" / "z"], exclude=root / "out")  # outputs of an earlier run are not videos
+
+
+def test_the_model_is_loaded_once_for_the_whole_batch(videos, tmp_path, monkeypatch):
+    import avloc.localize_video as single
+
+    loads = []
+    real = single.load_trained
+    monkeypatch.setattr(single, "load_trained", lambda *args, **kwargs: loads.append(args) or real(*args, **kwargs))
+    result = localize_batch([videos], tmp_path / "out", progress=False)
+    assert result.count("localised") == 3 and len(loads) == 1

@@ -19,7 +19,10 @@ beside them (atomically, last) with the video's size and modification time, the 
 summary row. A rerun skips a video whose folder holds all of these for the same file and settings,
 and redoes any other (a killed run leaves no ``done.json``). A video that cannot be localised
 (unreadable, cut short, no soundtrack, a range beyond its end) is skipped with its reason; the
-others go on. A bad model or bad settings fail the whole batch before the first video.
+others go on. A bad model or bad settings fail the whole batch before the first video. The
+model is loaded and its encoders built once for the whole batch
+(:func:`avloc.localize_video.localizer_for`), not once per video: for ResNet-152 + VGGish that is
+seconds a video.
 
 **Summary.** ``out/summary.csv`` (written atomically at the end, also when interrupted) has one
 row per video in :data:`SUMMARY_COLUMNS`: the video, its output folder, duration (s), steps, the
@@ -48,8 +51,9 @@ from tqdm import tqdm
 
 from avloc.atomic import atomic_path, make_folder
 from avloc.io.decode import probe
-from avloc.localize_video import Localization, localize_video, outputs
-from avloc.trained import load_trained, resolve_source
+from avloc.localize_video import Localization, localize_video, localizer_for, outputs
+from avloc.localizer import Localizer, check_streams
+from avloc.trained import resolve_source
 from avloc.types import AvlocError
 
 log = logging.getLogger(__name__)
@@ -165,10 +169,9 @@ def localize_batch(
         raise AvlocError(f"sheet_frames and batch_size must be >= 1, got {sheet_frames} and {batch_size}")
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise AvlocError(f"fps must be a positive number, got {fps}")
-    trained = load_trained(model, device)  # a bad model fails here, once, not once per video
-    if stream and trained.head.stream_refusal() is not None:
-        raise AvlocError(f"{trained.source}: model {trained.config.model} cannot stream: "
-                         f"{trained.head.stream_refusal()}")
+    localizer = localizer_for(model, device, precision)  # loaded once: a bad model fails here, not per video
+    if stream:
+        check_streams(localizer.trained)
     settings = {"model": str(model), "model_file": _stamp(resolve_source(model)), "fps": fps, "start": start,
                 "end": end, "stream": stream, "box_mode": box_mode, "sheet_frames": sheet_frames, "overlay": overlay}
     make_folder(out)
@@ -178,16 +181,15 @@ def localize_batch(
             folder = out / item.name
             row = _finished(item, folder, settings)
             if row is None:
-                row = _localize_one(item, folder, settings, batch_size=batch_size, device=device, progress=progress,
-                                    precision=precision)
+                row = _localize_one(item, folder, settings, localizer, batch_size=batch_size, progress=progress)
             result.rows.append(row)
     finally:
         _write_summary(result)
     return result
 
 
-def _localize_one(item: BatchItem, folder: Path, settings: dict, batch_size: int, device: str | torch.device,
-                  progress: bool, precision: str = "auto") -> dict:
+def _localize_one(item: BatchItem, folder: Path, settings: dict, localizer: Localizer, batch_size: int,
+                  progress: bool) -> dict:
     """Localise one video; its summary row, ``skipped`` with the reason when it cannot be."""
     row = dict.fromkeys(SUMMARY_COLUMNS, "")
     row.update(video=str(item.video), output=item.name)
@@ -197,8 +199,8 @@ def _localize_one(item: BatchItem, folder: Path, settings: dict, batch_size: int
         result = localize_video(item.video, folder, model=settings["model"], fps=settings["fps"],
                                 start=settings["start"], end=settings["end"], stream=settings["stream"],
                                 box_mode=settings["box_mode"], sheet_frames=settings["sheet_frames"],
-                                batch_size=batch_size, device=device, progress=progress, precision=precision,
-                                overlay=settings["overlay"])
+                                batch_size=batch_size, progress=progress, overlay=settings["overlay"],
+                                localizer=localizer)
     except AvlocError as error:
         reason = str(error)
     except Exception as error:  # noqa: BLE001 - one broken video must not stop a batch of thousands

@@ -58,7 +58,7 @@ from avloc.io.decode import AVStep, frame_times, iter_audio, iter_frames, iter_s
 from avloc.io.prefetch import prefetched
 from avloc.io.write import VideoWriter
 from avloc.map_geometry import frame_boxes
-from avloc.localizer import Localizer
+from avloc.localizer import Localizer, check_streams
 from avloc.render import annotated_frame, contact_sheet, heat_layer, write_png
 from avloc.types import AvlocError, VideoInfo
 
@@ -130,6 +130,7 @@ def localize_video(
     precision: str = "auto",
     overlay: bool = True,
     decode_ahead: bool | None = None,
+    localizer: Localizer | None = None,
 ) -> Localization:
     """Localise the sounding objects of ``video`` and write the four outputs (three without the overlay) to ``out``.
 
@@ -152,6 +153,10 @@ def localize_video(
         decode_ahead: decode the next steps on a thread while the encoders work
             (:func:`avloc.io.prefetch.prefetched`); None: on CUDA (where the CPU is free
             meanwhile), not on the CPU (where decoding and the encoders share the cores).
+        localizer: :func:`localizer_for` of ``model``, made once for many videos (its memory is
+            reset here; ``device`` and ``precision`` are then its own): loading a checkpoint
+            and building its encoders costs seconds for ResNet-152 + VGGish. ``model`` still
+            names the model in boxes.json.
 
     Raises:
         AvlocError: unreadable video, no audio stream, bad range, or a bad model checkpoint.
@@ -163,9 +168,11 @@ def localize_video(
     if sheet_frames < 1 or batch_size < 1:
         raise AvlocError(f"sheet_frames and batch_size must be >= 1, got {sheet_frames} and {batch_size}")
     truth = None if ground_truth is None else _annotations(ground_truth)
-    trained = load_trained(model, device)
-    # A model that streams runs chunk by chunk with its bounded memory; one that cannot runs offline.
-    localizer = Localizer(trained, device, stream=stream or trained.head.stream_refusal() is None, precision=precision)
+    if localizer is None:
+        localizer = localizer_for(model, device, precision)
+    localizer.reset()
+    if stream:
+        check_streams(localizer.trained)
     fps = localizer.fps if fps is None else fps
     # One decoding pass: a streaming model's steps and every original frame for the overlay (the
     # overlay of a frame waits for its step's map); a model that cannot stream has no map before
@@ -253,6 +260,14 @@ def localize_video(
     result.frames_written = drawer.frames_written
     timer.seconds[OVERLAY_STAGE] += drawer.busy
     return result
+
+
+def localizer_for(model: str | os.PathLike = "default", device: str | torch.device = "cpu",
+                  precision: str = "auto") -> Localizer:
+    """The :class:`Localizer` :func:`localize_video` runs ``model`` with: chunk by chunk with its
+    bounded memory when the model streams, over whole clips when it cannot."""
+    trained = load_trained(model, device)
+    return Localizer(trained, device, stream=trained.head.stream_refusal() is None, precision=precision)
 
 
 def _with_frames(steps: Iterator[AVStep], decoded: list) -> Iterator[tuple[AVStep | None, list]]:

@@ -49,6 +49,13 @@ class StepResult:
     probabilities: torch.Tensor
 
 
+def check_streams(trained: TrainedModel) -> None:
+    """Raise AvlocError, naming the checkpoint and the reason, when ``trained`` cannot stream."""
+    refusal = trained.head.stream_refusal()
+    if refusal is not None:
+        raise AvlocError(f"{trained.source}: model {trained.config.model} cannot stream: {refusal}")
+
+
 class Localizer:
     """A trained model as a stream processor (or, ``stream=False``, run offline on whole clips).
 
@@ -72,9 +79,8 @@ class Localizer:
     def __init__(self, trained: TrainedModel, device: str | torch.device = "cpu", *, stream: bool = True,
                  precision: str = "auto") -> None:
         head = trained.head
-        refusal = head.stream_refusal()
-        if stream and refusal is not None:
-            raise AvlocError(f"{trained.source}: model {trained.config.model} cannot stream: {refusal}")
+        if stream:
+            check_streams(trained)
         self.device = torch.device(device)
         self.streams = stream  # False: whole clips only (whole())
         self.trained = trained
