@@ -34,11 +34,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from avloc.types import AvlocError, VideoInfo
+
+if TYPE_CHECKING:  # hints only: the page's module stays light until it localises
+    from avloc.localizer import Localizer
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +131,12 @@ def demo_videos() -> list[tuple[Path, str]]:
 
 
 def localise(video: str | os.PathLike, runs: str | os.PathLike, model: str = "default", device: str = "cpu",
-             max_seconds: float = 120.0, max_mb: float = 200.0) -> RunResult:
+             max_seconds: float = 120.0, max_mb: float = 200.0, localizer: Localizer | None = None) -> RunResult:
     """Check ``video`` (:func:`check_video`) and localise it into a new folder under ``runs``.
 
-    Progress goes through localize_video's tqdm bars (the page tracks them).
+    Progress goes through localize_video's tqdm bars (the page tracks them). ``localizer``
+    (:func:`avloc.localize_video.localizer_for` of ``model``, made once when the page starts)
+    spares every request the model's loading.
 
     Raises:
         AvlocError: the video is refused, or localisation fails.
@@ -145,7 +150,7 @@ def localise(video: str | os.PathLike, runs: str | os.PathLike, model: str = "de
     out = Path(tempfile.mkdtemp(prefix=f"{time.strftime('%H%M%S')}-{video.stem[:40]}-", dir=runs))
     started = time.perf_counter()
     try:
-        result = localize_video(video, out, model=model, device=device, progress=True)
+        result = localize_video(video, out, model=model, device=device, progress=True, localizer=localizer)
     except AvlocError as error:  # e.g. a stream damaged past its headers: named as the person knows the file
         raise AvlocError(str(error).replace(str(video), video.name)) from None
     seconds = time.perf_counter() - started
@@ -230,8 +235,9 @@ def prepare_work(work: str | os.PathLike | None) -> tuple[Path, bool]:
     return folder, created
 
 
-def build_page(config: ServeConfig, work: Path, device: str):
-    """The Gradio page (a ``gr.Blocks``), queued: one localisation at a time."""
+def build_page(config: ServeConfig, work: Path, device: str, localizer: Localizer | None = None):
+    """The Gradio page (a ``gr.Blocks``), queued: one localisation at a time (so requests can
+    share ``localizer``)."""
     import gradio as gr
 
     runs = work / "runs"
@@ -243,7 +249,7 @@ def build_page(config: ServeConfig, work: Path, device: str):
         progress(0.0, desc="checking the video")
         try:
             result = localise(video, runs, model=config.model, device=device, max_seconds=config.max_seconds,
-                              max_mb=config.max_mb)
+                              max_mb=config.max_mb, localizer=localizer)
         except AvlocError as error:
             raise gr.Error(str(error), duration=None) from None
         last = len(result.view.times) - 1
@@ -309,13 +315,13 @@ def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) ->
     launched = False
     try:
         from avloc.devices import resolve_device
-        from avloc.trained import load_trained
+        from avloc.localize_video import localizer_for
 
         device = str(resolve_device(config.device))
-        load_trained(config.model, device)  # a bad model is refused before the page starts
+        localizer = localizer_for(config.model, device)  # once: a bad model is refused before the page starts
         import gradio as gr
 
-        page = build_page(config, work, device)
+        page = build_page(config, work, device, localizer)
         theme = gr.themes.Default(font=list(SANS_FONTS), font_mono=list(MONO_FONTS))
         try:
             _, url, _ = page.launch(
