@@ -391,7 +391,7 @@ def round_significand(maps: np.ndarray, bits: int, where: str) -> np.ndarray:
     half_unit = np.uint32(1) << (drop - np.uint32(1))  # half the value of the last kept bit
     dropped = (np.uint32(1) << drop) - np.uint32(1)  # mask of the bits set to zero
     rounded = (pattern + half_unit - np.uint32(1) + last_kept) & ~dropped
-    result = rounded.view(np.float32)
+    result = rounded.view(np.float32)  # (same shape) the bits as float32 again
     if not np.isfinite(result).all():
         raise AvlocError(f"{where}: maps reach {float(np.abs(values).max()):g}, which rounds beyond float32's range; "
                          "extract with --storage float32")
