@@ -126,6 +126,22 @@ def test_localise_writes_outputs_and_each_step_can_be_shown(tmp_path):
     assert len(lines) == min(5, len(view.classes)) and len(lines[0].get_xdata()) == 4
 
 
+def test_only_the_newest_runs_are_kept_and_a_failed_run_leaves_no_folder(tmp_path, monkeypatch):
+    video = make_tone_video(tmp_path / "tone.mp4", seconds=1.0, size=48)
+    runs = tmp_path / "runs"
+    made = [localise(video, runs, max_seconds=5, max_mb=1, keep_runs=2).out for _ in range(3)]
+    assert sorted(path.name for path in runs.iterdir()) == sorted(path.name for path in made[1:])  # the oldest went
+    assert all((path / "overlay.mp4").is_file() for path in made[1:])
+
+    def broken(*args, **kwargs):
+        raise AvlocError(f"{video}: damaged past its headers")
+
+    monkeypatch.setattr("avloc.localize_video.localize_video", broken)
+    with pytest.raises(AvlocError, match="^tone.mp4: damaged past its headers"):
+        localise(video, runs, max_seconds=5, max_mb=1, keep_runs=2)
+    assert sorted(path.name for path in runs.iterdir()) == sorted(path.name for path in made[1:])
+
+
 def test_localise_refuses_before_writing_anything(tmp_path):
     notes = tmp_path / "notes.mp4"
     notes.write_text("not a video")
@@ -152,7 +168,7 @@ def test_serve_without_gradio_fails_with_one_line(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [(["--max-seconds", "0"], "--max-seconds"), (["--max-mb", "-1"], "--max-mb"),
-                                            (["--port", "70000"], "--port")])
+                                            (["--port", "70000"], "--port"), (["--keep-runs", "0"], "--keep-runs")])
 def test_serve_bad_flags_give_one_line(flags, message, capsys):
     assert main(["serve", *flags]) == 2
     error = capsys.readouterr().err

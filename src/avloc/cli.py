@@ -355,7 +355,7 @@ def _serve(args: argparse.Namespace) -> int:
     from avloc.serve import ServeConfig, serve
 
     config = ServeConfig(model=args.model, device=args.device, host=args.host, port=args.port,
-                         max_seconds=args.max_seconds, max_mb=args.max_mb,
+                         max_seconds=args.max_seconds, max_mb=args.max_mb, keep_runs=args.keep_runs,
                          work=None if args.work is None else Path(args.work))
     serve(config, on_ready=lambda url: print(f"avloc serve: {url} (Ctrl+C stops it)", flush=True))
     return 0
@@ -693,6 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-mb", type=float, default=200.0, help="largest upload accepted, in MB (default 200)")
     serve.add_argument("--work", default=None,
                        help="folder for uploads and results (default: a new temporary folder, removed on exit)")
+    serve.add_argument("--keep-runs", type=int, default=20,
+                       help="result folders kept in the work folder, the newest; older ones are removed (default 20)")
     serve.set_defaults(run=_serve)
     return parser
 

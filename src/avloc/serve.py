@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 WEB_EXTRA = "avloc serve needs the web extra: pip install -e '.[web]'"
 MEGABYTE = 1_000_000
+GRADIO_CACHE_CLEANING = (600, 3600)  # (every, older than) seconds: Gradio's delete_cache
 # System fonts only: Gradio's default theme would ask for web fonts.
 SANS_FONTS = ("ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif")
 MONO_FONTS = ("ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace")
@@ -65,6 +66,7 @@ class ServeConfig:
     max_seconds: float = 120.0
     max_mb: float = 200.0
     work: Path | None = None  # None: a new temporary folder, removed when the server stops
+    keep_runs: int = 20  # result folders kept under work/runs: the newest, older ones removed
 
 
 @dataclass
@@ -131,12 +133,14 @@ def demo_videos() -> list[tuple[Path, str]]:
 
 
 def localise(video: str | os.PathLike, runs: str | os.PathLike, model: str = "default", device: str = "cpu",
-             max_seconds: float = 120.0, max_mb: float = 200.0, localizer: Localizer | None = None) -> RunResult:
+             max_seconds: float = 120.0, max_mb: float = 200.0, localizer: Localizer | None = None,
+             keep_runs: int | None = None) -> RunResult:
     """Check ``video`` (:func:`check_video`) and localise it into a new folder under ``runs``.
 
     Progress goes through localize_video's tqdm bars (the page tracks them). ``localizer``
     (:func:`avloc.localize_video.localizer_for` of ``model``, made once when the page starts)
-    spares every request the model's loading.
+    spares every request the model's loading. A failed run leaves no folder; after a good one
+    only the newest ``keep_runs`` folders of ``runs`` stay (None: all), this one among them.
 
     Raises:
         AvlocError: the video is refused, or localisation fails.
@@ -152,8 +156,14 @@ def localise(video: str | os.PathLike, runs: str | os.PathLike, model: str = "de
     try:
         result = localize_video(video, out, model=model, device=device, progress=True, localizer=localizer)
     except AvlocError as error:  # e.g. a stream damaged past its headers: named as the person knows the file
+        shutil.rmtree(out, ignore_errors=True)
         raise AvlocError(str(error).replace(str(video), video.name)) from None
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     seconds = time.perf_counter() - started
+    if keep_runs is not None:
+        prune_runs(runs, keep_runs, current=out)
     view = StepView(video=video, duration=info.duration, fps=result.fps, times=result.times,
                     heatmaps=result.heatmaps, probabilities=result.probabilities, classes=result.classes,
                     boxes=result.boxes, scores=result.scores)
@@ -215,6 +225,15 @@ def probability_plot(view: StepView):
     return figure
 
 
+def prune_runs(runs: Path, keep: int, current: Path) -> None:
+    """Remove the result folders of ``runs`` but the newest ``keep`` (by modification time),
+    never ``current``: a server that runs for weeks does not fill its disk."""
+    folders = sorted((path for path in runs.iterdir() if path.is_dir() and path != current),
+                     key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in folders[max(keep - 1, 0) :]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def prepare_work(work: str | os.PathLike | None) -> tuple[Path, bool]:
     """The server's work folder (a new temporary one when ``work`` is None) and whether this call
     created it. Points Gradio's and matplotlib's files into it; call before importing gradio
@@ -249,7 +268,7 @@ def build_page(config: ServeConfig, work: Path, device: str, localizer: Localize
         progress(0.0, desc="checking the video")
         try:
             result = localise(video, runs, model=config.model, device=device, max_seconds=config.max_seconds,
-                              max_mb=config.max_mb, localizer=localizer)
+                              max_mb=config.max_mb, localizer=localizer, keep_runs=config.keep_runs)
         except AvlocError as error:
             raise gr.Error(str(error), duration=None) from None
         last = len(result.view.times) - 1
@@ -265,7 +284,8 @@ def build_page(config: ServeConfig, work: Path, device: str, localizer: Localize
     intro = ("Find **which object is making the sound** in a video. Upload a video with a soundtrack "
              f"(at most {config.max_seconds:g} s and {config.max_mb:g} MB) or pick a demo clip, then press "
              f"**Localise**. Model: `{config.model}` on `{device}`.")
-    with gr.Blocks(title="avloc", analytics_enabled=False) as page:
+    # Gradio's own copies of uploads and results: every 10 minutes, those older than an hour go.
+    with gr.Blocks(title="avloc", analytics_enabled=False, delete_cache=GRADIO_CACHE_CLEANING) as page:
         gr.Markdown(f"# avloc: sounding object localisation\n{intro}")
         with gr.Row():
             with gr.Column(scale=1):
@@ -307,6 +327,8 @@ def serve(config: ServeConfig, on_ready: Callable[[str], None] | None = None) ->
     if not config.max_seconds > 0 or not config.max_mb > 0:
         raise AvlocError(f"--max-seconds and --max-mb must be positive, got {config.max_seconds:g} and "
                          f"{config.max_mb:g}")
+    if config.keep_runs < 1:
+        raise AvlocError(f"--keep-runs must be at least 1, got {config.keep_runs}")
     if not 0 < config.port < 65536:
         raise AvlocError(f"--port must be between 1 and 65535, got {config.port}")
     if importlib.util.find_spec("gradio") is None:
