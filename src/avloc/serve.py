@@ -13,8 +13,11 @@ Offline and contained by design:
 - the server binds to 127.0.0.1 unless told otherwise;
 - everything it writes goes under its work folder (``--work``, else a new temporary folder
   that is removed when the server stops): Gradio's uploads and cache (``GRADIO_TEMP_DIR``),
-  matplotlib's config (``MPLCONFIGDIR``) and one folder per localisation under ``runs/``;
-- requests queue: one localisation at a time (Gradio's queue, concurrency limit 1);
+  matplotlib's config (``MPLCONFIGDIR``) and one folder per localisation under ``runs/``, of
+  which the newest ``--keep-runs`` stay (:func:`prune_runs`; Gradio deletes its own copies once
+  an hour old, :data:`GRADIO_CACHE_CLEANING`);
+- the model is loaded once, when the server starts, and requests queue: one localisation at a
+  time (Gradio's queue, concurrency limit 1);
 - inputs are checked before any work (:func:`check_video`): not a video, no sound, longer than
   ``max_seconds`` or larger than ``max_mb`` is refused with a one-line message on the page.
 
