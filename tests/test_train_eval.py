@@ -396,3 +396,15 @@ def test_encoders_train_only_from_the_videos_and_old_configs_read_as_trained(ben
                                     "affinity_temperature": None}
     with pytest.raises(AvlocError, match="unknown training config key 'finetune'"):
         TrainConfig.from_dict({**asdict(_config(bench, tmp_path)), "finetune": False, "train_visual": False})
+
+
+def test_clips_shorter_than_a_window_are_counted_and_none_left_to_train_on_is_an_error(bench, tmp_path, caplog):
+    dataset, features = bench
+    records = load_manifest(dataset).split("train")
+    windows = FeatureWindows(FeatureCache(features), records, load_manifest(dataset).classes, steps=9)
+    assert len(windows) == 0  # 2-s clips at 4 fps: 8 steps each
+    assert f"using 0 of {len(records)} clips: {len(records)} are shorter than a window of 9 steps" in caplog.text
+    with pytest.raises(AvlocError, match=r"every train clip is shorter than a window of 9 steps \(the longest has 8\); "
+                                         r"lower --steps"):
+        fit(_config(bench, tmp_path / "run", steps=9), progress=False)
+    assert not (tmp_path / "run" / "best.pt").exists()

@@ -87,8 +87,12 @@ def _datasets(config: TrainConfig, dataset: NativeDataset, skip_broken: bool = F
             raise AvlocError(f"{cache.path}: extracted at {cache.meta.fps} fps, the run uses {config.fps}")
         if isinstance(cache, FeatureCache):  # (the AVE authors' feature files are read as they are)
             cache.hold(HOLD_MB)  # epochs after the first read windows from memory, not the compressed file
-        return (FeatureWindows(cache, train_records, dataset.classes, steps=config.steps, augment=config.augment),
-                FeatureWindows(cache, val_records, dataset.classes, steps=val_steps, random_window=False))
+        train_set = FeatureWindows(cache, train_records, dataset.classes, steps=config.steps, augment=config.augment)
+        if not len(train_set):
+            longest = max(cache.num_steps(record.id) for record in train_records)
+            raise AvlocError(f"{cache.path}: every train clip is shorter than a window of {config.steps} steps (the "
+                             f"longest has {longest}); lower --steps")
+        return train_set, FeatureWindows(cache, val_records, dataset.classes, steps=val_steps, random_window=False)
     mel = create_encoder(config.audio).mel
     options = dict(fps=config.fps, size=config.size, mel=mel, durations=durations)
     return (VideoWindows(train_records, dataset.classes, steps=config.steps, augment=config.augment, **options),

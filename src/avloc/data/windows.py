@@ -125,7 +125,9 @@ class FeatureWindows(Dataset):
         self.window_seed: int | None = None
         self.records = [r for r in records if steps is None or cache.num_steps(r.id) >= steps]
         if len(self.records) < len(records):
-            log.warning("skipping %d clips shorter than %d steps", len(records) - len(self.records), steps)
+            short = [r.id for r in records if cache.num_steps(r.id) < steps]
+            log.warning("using %d of %d clips: %d are shorter than a window of %d steps (e.g. %r), lower --steps "
+                        "to use them", len(self.records), len(records), len(short), steps, short[0])
 
     def __len__(self) -> int:
         return len(self.records)
