@@ -308,17 +308,25 @@ def _nearest_truth(truth: tuple[np.ndarray, list[np.ndarray]], moment: float, wi
     return boxes[min(near, key=lambda i: abs(times[i] - moment))]
 
 
+def _seconds_of(times: np.ndarray) -> np.ndarray:
+    """``(T,)`` the whole second each step time falls in."""
+    return np.floor(times + 1e-9).astype(int)
+
+
+def _event_class(probabilities: np.ndarray, classes: list[str]) -> tuple[str, float]:
+    """The event class of a second's steps ``(n, K)``: the argmax of their mean probabilities, and that mean."""
+    mean = probabilities.mean(axis=0)  # (n, K) -> (K,)
+    return classes[int(mean.argmax())], float(mean.max())
+
+
 def _second_classes(result: Localization) -> dict[int, tuple[str, float]]:
-    """Event class of every second that has steps: argmax of the mean probabilities (none for a
-    model without a classifier)."""
+    """Event class of every second that has steps (:func:`_event_class`; none for a model
+    without a classifier)."""
     if not result.probabilities.shape[1]:
         return {}
-    seconds = np.floor(result.times + 1e-9).astype(int)
-    classes = {}
-    for second in np.unique(seconds):
-        mean = result.probabilities[seconds == second].mean(axis=0)
-        classes[int(second)] = (result.classes[int(mean.argmax())], float(mean.max()))
-    return classes
+    seconds = _seconds_of(result.times)
+    return {int(second): _event_class(result.probabilities[seconds == second], result.classes)
+            for second in np.unique(seconds)}
 
 
 def _write_json(result: Localization, video: Path, model: str, fps: float) -> None:
@@ -376,12 +384,18 @@ class _Overlay:
     def __init__(self, out: Path, info: VideoInfo, fps: float, times: np.ndarray, classes: list[str],
                  start: float | None, end: float | None, sheet_frames: int,
                  truth: tuple[np.ndarray, list[np.ndarray]] | None, video: bool = True, x264_threads: int = 0) -> None:
-        self.out, self.info, self.fps, self.times, self.classes = out, info, fps, times, classes
+        self.out = out
+        self.info = info
+        self.fps = fps
+        self.times = times
+        self.classes = classes
         self.video = video
         self.x264_threads = x264_threads
-        self.start, self.end, self.truth = start, end, truth
+        self.start = start
+        self.end = end
+        self.truth = truth
         self.first = times[0] - 0.5 / fps  # the processed range's start
-        self.seconds = np.floor(times + 1e-9).astype(int)  # (T,) the second of each step
+        self.seconds = _seconds_of(times)  # (T,) the second of each step
         self.chosen = set(np.linspace(0, len(times) - 1, min(sheet_frames, len(times))).round().astype(int))
         self.maps: list[np.ndarray] = []  # per known step: (h, w) map, (K,) probabilities, boxes, scores
         self.probabilities: list[np.ndarray] = []
@@ -455,11 +469,13 @@ class _Overlay:
         info = self.info
         width, height = info.width - info.width % 2, info.height - info.height % 2  # H.264 needs even sizes
         self.size = (height, width)
-        self.layer, self.layer_of = None, None
+        self.layer = None  # the colour layer of step self.layer_of
+        self.layer_of = None
         output = nullcontext(None)
         if self.video:
-            rate, channels, audio = iter_audio(info.path, self.start, self.end)
-            self.audio, self.audio_until, self.rate = audio, 0, rate  # samples written
+            rate, channels, self.audio = iter_audio(info.path, self.start, self.end)
+            self.rate = rate
+            self.audio_until = 0  # samples written
             output = VideoWriter(self.out / "overlay.mp4", info.frame_rate or self.fps, width, height, rate,
                                  channels, threads=self.x264_threads)
         with output as writer:
@@ -500,9 +516,10 @@ class _Overlay:
     def _caption(self, second: int) -> str:
         if second not in self.captions:
             self.captions[second] = ""
-            if self.probabilities[0].size:  # the argmax of the second's mean class probabilities
-                mean = np.stack([p for p, s in zip(self.probabilities, self.seconds) if s == second]).mean(axis=0)
-                self.captions[second] = f"  {self.classes[int(mean.argmax())]} {100 * float(mean.max()):.0f}%"
+            if self.probabilities[0].size:
+                steps = np.stack([p for p, s in zip(self.probabilities, self.seconds) if s == second])  # (n, K)
+                name, probability = _event_class(steps, self.classes)
+                self.captions[second] = f"  {name} {100 * probability:.0f}%"
         return self.captions[second]
 
     def _draw(self, writer: VideoWriter | None, final: bool) -> None:
@@ -522,7 +539,8 @@ class _Overlay:
                 frame = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8, as iter_frames gives it
             caption = f"{frame_time:.2f} s" + self._caption(int(self.seconds[k]))
             if self.layer_of != k:  # the colour layer changes once per step, not per frame
-                self.layer, self.layer_of = heat_layer(torch.from_numpy(self.maps[k]), (height, width)), k
+                self.layer = heat_layer(torch.from_numpy(self.maps[k]), (height, width))
+                self.layer_of = k
             shown = None if self.truth is None else _nearest_truth(self.truth, frame_time, 0.5 / self.fps)
             image = annotated_frame(frame[:height, :width], self.layer, self.boxes[k], self.scores[k], caption,
                                     ground_truth=shown)
