@@ -281,8 +281,7 @@ class PartsStore:
         self.out = Path(out)
         self.dir = self.out.with_name(self.out.name + ".parts")
         self.meta = meta
-        if meta.storage not in STORAGES:
-            raise AvlocError(f"unknown feature storage {meta.storage!r}; choose one of {', '.join(STORAGES)}")
+        check_storage(meta.storage)
         self._check_compatible()
 
     def _check_compatible(self) -> None:
@@ -351,15 +350,20 @@ class PartsStore:
         raise AvlocError(f"{self.out}: clip {clip_id!r} has no extracted features")
 
 
+def check_storage(storage: str) -> None:
+    """Raise AvlocError unless ``storage`` is one of :data:`STORAGES`."""
+    if storage not in STORAGES:
+        raise AvlocError(f"unknown feature storage {storage!r}; choose one of {', '.join(STORAGES)}")
+
+
 def stored_maps(maps: np.ndarray, storage: str, where: str) -> np.ndarray:
     """``(T, C, h, w)`` maps as ``storage`` keeps them: float32, float32 rounded to
     :data:`ROUNDED_BITS` significand bits, or float16 (which refuses values beyond its range)."""
+    check_storage(storage)
     if storage == "float32":
         return maps.astype(np.float32, copy=False)
     if storage == "rounded":
         return round_significand(maps, ROUNDED_BITS, where)
-    if storage != "float16":
-        raise AvlocError(f"unknown feature storage {storage!r}; choose one of {', '.join(STORAGES)}")
     if maps.dtype == np.float16:
         return maps
     peak = float(np.abs(maps).max(initial=0.0))
@@ -436,8 +440,7 @@ def write_cache(out: str | os.PathLike, meta: CacheMeta, ids: Iterable[str],
 
 def convert_cache(source: str | os.PathLike, out: str | os.PathLike, storage: str = DEFAULT_STORAGE) -> Path:
     """Write a copy of the cache ``source`` (any format version) to ``out`` with its maps in ``storage``."""
-    if storage not in STORAGES:
-        raise AvlocError(f"unknown feature storage {storage!r}; choose one of {', '.join(STORAGES)}")
+    check_storage(storage)
     cache = FeatureCache(source)
     return write_cache(out, replace(cache.meta, storage=storage), cache.ids, cache.read)
 
