@@ -25,7 +25,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import cv2
 import numpy as np
@@ -55,8 +55,17 @@ class HeatLayer:
     colours: np.ndarray | None  # (H, W, 3) float32 RGB
     weight: np.ndarray | None  # (H, W, 1) float32 blend weights in [0, OPACITY]
     peak: tuple[int, int] | None  # (x, y) pixel of the map's maximum
-    keep: np.ndarray | None = None  # (H, W, 1) float32 1 - weight: what heat_overlay keeps of a frame
-    tint: np.ndarray | None = None  # (H, W, 3) float32 colours * weight: what it adds
+
+    # Computed on first use, then kept: a layer is blended over every frame of its step.
+    @cached_property
+    def keep(self) -> np.ndarray:
+        """``(H, W, 1)`` float32 ``1 - weight``: what :func:`heat_overlay` keeps of a frame."""
+        return 1 - self.weight
+
+    @cached_property
+    def tint(self) -> np.ndarray:
+        """``(H, W, 3)`` float32 ``colours * weight``: what :func:`heat_overlay` adds."""
+        return self.colours * self.weight
 
 
 @lru_cache(maxsize=4)
@@ -95,18 +104,16 @@ def heat_layer(heatmap: torch.Tensor | np.ndarray, size: tuple[int, int], opacit
     colours = _colours(np.rint(level * 255).astype(np.uint8), colour_map)  # (H, W) -> (H, W, 3)
     row, column = np.unravel_index(int(level.argmax()), level.shape)
     weight = (opacity * level)[..., None].astype(np.float32)  # (H, W, 1)
-    return HeatLayer(colours, weight, (int(column), int(row)), keep=1 - weight, tint=colours * weight)
+    return HeatLayer(colours, weight, (int(column), int(row)))
 
 
 def heat_overlay(frame: np.ndarray, layer: HeatLayer) -> np.ndarray:
     """``frame`` with a :func:`heat_layer` blended over it (a new array)."""
     if layer.colours is None:
         return frame.copy()
-    keep = 1 - layer.weight if layer.keep is None else layer.keep
-    tint = layer.colours * layer.weight if layer.tint is None else layer.tint
     blended = frame.astype(np.float32)  # (H, W, 3); then in place: frame * (1 - weight) + colours * weight
-    blended *= keep
-    blended += tint
+    blended *= layer.keep
+    blended += layer.tint
     return np.rint(blended, out=blended).astype(np.uint8)
 
 
