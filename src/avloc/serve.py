@@ -158,11 +158,10 @@ def localise(video: str | os.PathLike, runs: str | os.PathLike, model: str = "de
     started = time.perf_counter()
     try:
         result = localize_video(video, out, model=model, device=device, progress=True, localizer=localizer)
-    except AvlocError as error:  # e.g. a stream damaged past its headers: named as the person knows the file
-        shutil.rmtree(out, ignore_errors=True)
-        raise AvlocError(str(error).replace(str(video), video.name)) from None
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+    except BaseException as error:
+        shutil.rmtree(out, ignore_errors=True)  # a failed run leaves no folder
+        if isinstance(error, AvlocError):  # e.g. a stream damaged past its headers: named as the person knows the file
+            raise AvlocError(str(error).replace(str(video), video.name)) from None
         raise
     seconds = time.perf_counter() - started
     if keep_runs is not None:
