@@ -102,6 +102,16 @@ def test_score_labels_sit_outside_the_box():
     assert not shown[51:89, 11:59].any()  # neither the label nor anything else covers the object
 
 
+def test_a_score_label_inside_the_top_edge_moves_below_the_caption():
+    """A box over the whole frame has its label inside its top edge, where the caption is: it goes below it."""
+    shown = annotated_frame(np.zeros((200, 200, 3), np.uint8), heat_layer(torch.zeros(4, 4), (200, 200)),
+                            np.array([[0, 0, 200, 200]]), [0.9], "1.25 s  penguin 55%")
+    caption = np.nonzero(shown[:, :, 0] > 128)  # the caption's white text (the label's is black on green)
+    label = np.nonzero(_coloured(shown, BOX_COLOUR)[3:-3, 3:-3])  # the label's band, inside the outline
+    assert caption[0].size and label[0].size
+    assert label[0].min() + 3 > caption[0].max()  # every label pixel lies below every caption pixel
+
+
 def _round_off() -> torch.Tensor:
     heatmap = torch.full((8, 8), 1 / 16)  # a uniform softmax with float32 round-off in one cell
     heatmap[3, 4] += 2e-8

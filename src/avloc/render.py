@@ -45,6 +45,7 @@ TEXT_COLOUR: Colour = (255, 255, 255)
 BAND_COLOUR: Colour = (0, 0, 0)
 COLOUR_MAP = "inferno"
 OPACITY = 0.65  # blend weight of the colour map where the normalised heat map is 1
+CAPTION_SCALE = 0.7  # of the caption's text, against put_text's 1.0
 CAPTION_OPACITY = 0.6  # caption and legend bands: the map and the frame show through
 
 
@@ -197,9 +198,10 @@ def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float
 
 
 def label_box(image: np.ndarray, box: Sequence[float], text: str, colour: Colour = BOX_COLOUR,
-              scale: float = 0.6) -> np.ndarray:
+              scale: float = 0.6, keep_clear: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """Write ``text`` on a band of ``colour`` just outside ``box``: above it, else below it, else
-    inside its top edge; shifted sideways to stay in the image. In place."""
+    inside its top edge; shifted sideways to stay in the image, and down below ``keep_clear``
+    (``x1, y1, x2, y2`` pixels, exclusive ends: the caption) where it would cover it. In place."""
     height, width = image.shape[:2]
     pixels = _pixel_box(box, width, height)
     if pixels is None:
@@ -214,6 +216,10 @@ def label_box(image: np.ndarray, box: Sequence[float], text: str, colour: Colour
     else:
         top = min(max(y1 + clearance, 0), max(height - band_h, 0))
     left = min(max(x1, 0), max(width - band_w, 0))
+    if keep_clear is not None:
+        cx1, cy1, cx2, cy2 = keep_clear
+        if left < cx2 and left + band_w > cx1 and top < cy2 and top + band_h > cy1:
+            top = min(cy2, max(height - band_h, 0))
     return put_text(image, text, (left, top), scale, colour=BAND_COLOUR, band=colour)
 
 
@@ -242,7 +248,8 @@ def annotated_frame(frame: np.ndarray, layer: HeatLayer, boxes: np.ndarray, scor
     scores, the peak, a caption at the top left and, when ``ground_truth`` (``(M, 4)``
     xyxy, possibly empty) is given, the ground-truth boxes dashed with a legend."""
     image = heat_overlay(frame, layer)
-    put_text(image, caption, (0, 0), scale=0.7, band_opacity=CAPTION_OPACITY)
+    put_text(image, caption, (0, 0), scale=CAPTION_SCALE, band_opacity=CAPTION_OPACITY)
+    _, _, caption_w, caption_h, _ = _text_geometry(image, caption, CAPTION_SCALE)
     if ground_truth is not None:
         draw_legend(image, [("predicted", BOX_COLOUR, False), ("ground truth", TRUTH_COLOUR, True)])
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -252,7 +259,7 @@ def annotated_frame(frame: np.ndarray, layer: HeatLayer, boxes: np.ndarray, scor
     if layer.peak is not None:
         draw_peak(image, layer.peak)
     for box, score in zip(boxes, scores):
-        label_box(image, box, f"{score:.2f}")
+        label_box(image, box, f"{score:.2f}", keep_clear=(0, 0, caption_w, caption_h))
     return image
 
 
