@@ -16,7 +16,7 @@ Boxes are ``(N, 4)`` xyxy in frame pixels, ``x2``/``y2`` exclusive (:mod:`avloc.
 4. ground-truth boxes, when given, as thin dashed outlines in another colour;
 5. the map's peak (its argmax at frame size) as a white cross with a dark outline;
 6. each predicted box's score on a band of its colour just outside the box (above it, else
-   below, else inside its top edge).
+   below, else inside its top edge), moved below the caption where it would cover it.
 """
 
 from __future__ import annotations
